@@ -1,0 +1,246 @@
+"""One generic Accelerate trainer for every stage.
+
+Mixed precision, gradient accumulation, gradient clipping, EMA, LR warm-up, atomic rotating checkpoints with
+automatic resume, trackers (none / tensorboard / wandb), a progress bar and periodic sample images.
+`accelerate launch scripts/train.py ...` runs it on several GPUs with no code change.
+
+Run folder layout (`hydra.run.dir`):
+    checkpoints/checkpoint-XXXXXXXX/   accelerate state + EMA (safetensors) + trainer_state.json
+    export/<module>/                   EMA weights as config.json + safetensors (`from_pretrained`)
+    samples/step-XXXXXXXX.png          periodic sample grids
+    logs/                              tracker output
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import shutil
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
+from diffusers.training_utils import EMAModel
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from PIL import Image
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from faceedittalker.errors import InputError
+from faceedittalker.stages.base import Stage
+from faceedittalker.training import checkpoint as ckpt
+
+log = logging.getLogger(__name__)
+
+
+class Trainer:
+    """Runs `stage` with the `trainer` section of the config; everything lands in `run_dir`."""
+
+    def __init__(self, cfg: DictConfig, stage: Stage, run_dir: str | Path):
+        self.cfg = cfg
+        self.tcfg = cfg.trainer
+        self.stage = stage
+        self.run_dir = Path(run_dir)
+        self.checkpoint_dir = self.run_dir / "checkpoints"
+        logger = cfg.get("logger") or {}
+        self.accelerator = Accelerator(
+            gradient_accumulation_steps=self.tcfg.gradient_accumulation_steps,
+            mixed_precision=self.tcfg.mixed_precision,
+            log_with=logger.get("log_with"),
+            project_config=ProjectConfiguration(project_dir=str(self.run_dir), logging_dir=str(self.run_dir / "logs")),
+            cpu=self.tcfg.get("cpu", False),
+            # Seed + epoch fix each epoch's shuffle, so a resumed run sees the batches the killed one would have.
+            dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+        )
+        self.step = 0
+
+    # ----- set-up ----------------------------------------------------------------------------------------
+    def _per_device_batch_size(self) -> int:
+        """`trainer.batch_size` is the global batch (paper Table I: 16) over devices and accumulation."""
+        split = self.accelerator.num_processes * self.tcfg.gradient_accumulation_steps
+        if self.tcfg.batch_size % split:
+            raise InputError(f"trainer.batch_size={self.tcfg.batch_size} is not divisible by "
+                             f"{self.accelerator.num_processes} processes x {self.tcfg.gradient_accumulation_steps} "
+                             "accumulation steps")
+        return self.tcfg.batch_size // split
+
+    def _build(self) -> None:
+        acc = self.accelerator
+        set_seed(self.cfg.seed, device_specific=True)
+        dataset = self.stage.build_dataset()
+        batch_size = self._per_device_batch_size()
+        if len(dataset) < batch_size:
+            raise InputError(f"the dataset has {len(dataset)} samples, fewer than one batch of {batch_size}")
+        self.sample_batch = next(iter(DataLoader(dataset, batch_size=self.tcfg.num_sample_images, shuffle=False)))
+        loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True,
+                            num_workers=self.tcfg.num_workers, persistent_workers=self.tcfg.num_workers > 0,
+                            generator=torch.Generator().manual_seed(self.cfg.seed))
+        modules = self.stage.build_modules()
+        self.names = list(modules.trainable)
+        params = list(itertools.chain.from_iterable(m.parameters() for m in modules.trainable.values()))
+        optimizer = instantiate(self.tcfg.optimizer)(params)
+        warmup = max(int(self.tcfg.lr_warmup_steps), 1)
+        self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
+
+        prepared = acc.prepare(*modules.trainable.values(), optimizer, loader)
+        self.models = dict(zip(self.names, prepared[: len(self.names)], strict=True))
+        self.optimizer, self.loader = prepared[len(self.names):]
+        self.frozen = {k: m.to(acc.device).eval() for k, m in modules.frozen.items()}
+        self.emas = {name: EMAModel(acc.unwrap_model(m).parameters(), decay=self.tcfg.ema.decay,
+                                    update_after_step=self.tcfg.ema.update_after_step)
+                     for name, m in self.models.items()}
+        for ema in self.emas.values():
+            ema.to(acc.device)
+        if acc.is_main_process:
+            for name, model in self.models.items():
+                count = sum(p.numel() for p in model.parameters())
+                log.info("%s: %.2fM trainable parameters", name, count / 1e6)
+            logger = self.cfg.get("logger") or {}
+            init_kwargs = logger.get("init_kwargs")
+            acc.init_trackers(self.stage.name, config=OmegaConf.to_container(self.cfg, resolve=True),
+                              init_kwargs=OmegaConf.to_container(init_kwargs, resolve=True) if init_kwargs else {})
+
+    # ----- checkpoints -----------------------------------------------------------------------------------
+    def _resume(self) -> None:
+        resume = self.tcfg.resume
+        if not resume:
+            return
+        ckpt.remove_partial_checkpoints(self.checkpoint_dir)
+        if resume == "auto":
+            path = ckpt.latest_checkpoint(self.checkpoint_dir)
+            if path is None:
+                return
+        else:
+            path = Path(resume).expanduser()
+            if not (path / ckpt.STATE_FILE).is_file():
+                raise InputError(f"checkpoint not found or incomplete: {path}")
+        self.accelerator.load_state(str(path))
+        state = ckpt.read_state(path)
+        self.step = int(state["step"])
+        ema_weights = ckpt.load_tensors(path / "ema.safetensors")
+        for name, ema in self.emas.items():
+            ema.shadow_params = [ema_weights[f"{name}.{i}"].to(self.accelerator.device)
+                                 for i in range(len(ema.shadow_params))]
+            ema.optimization_step = state["ema_steps"][name]
+        self.lr_scheduler.last_epoch = self.step - 1
+        self.lr_scheduler.step()
+        log.info("resumed from %s at step %d", path, self.step)
+
+    def _save_checkpoint(self) -> None:
+        acc = self.accelerator
+        tmp = ckpt.temporary_path(self.checkpoint_dir, self.step)
+        if acc.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+        acc.wait_for_everyone()
+        acc.save_state(str(tmp))
+        if acc.is_main_process:
+            ckpt.save_tensors({f"{name}.{i}": p for name, ema in self.emas.items()
+                               for i, p in enumerate(ema.shadow_params)}, tmp / "ema.safetensors")
+            state = {"step": self.step, "ema_steps": {n: e.optimization_step for n, e in self.emas.items()}}
+            path = ckpt.finalize(tmp, state, keep=self.tcfg.keep_checkpoints)
+            self.export()
+            log.info("saved %s", path)
+        acc.wait_for_everyone()
+
+    def _with_ema(self, fn):
+        """Run fn with the EMA weights swapped into the (unwrapped) trainable modules."""
+        unwrapped = {n: self.accelerator.unwrap_model(m) for n, m in self.models.items()}
+        for name, model in unwrapped.items():
+            self.emas[name].store(model.parameters())
+            self.emas[name].copy_to(model.parameters())
+        try:
+            return fn(unwrapped)
+        finally:
+            for name, model in unwrapped.items():
+                self.emas[name].restore(model.parameters())
+
+    def export(self) -> Path:
+        """Write the EMA weights of every trainable module as `save_pretrained` folders (atomically)."""
+        export_dir = self.run_dir / "export"
+
+        def write(unwrapped):
+            tmp = self.run_dir / ".tmp-export"
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            for name, model in unwrapped.items():
+                model.save_pretrained(tmp / name)
+            self.stage.export(tmp, {**unwrapped, **self.frozen})
+            shutil.rmtree(export_dir, ignore_errors=True)
+            tmp.rename(export_dir)
+
+        self._with_ema(write)
+        return export_dir
+
+    def _save_sample(self) -> None:
+        batch = {k: v.to(self.accelerator.device) if torch.is_tensor(v) else v for k, v in self.sample_batch.items()}
+
+        def draw(unwrapped):
+            for model in unwrapped.values():
+                model.eval()
+            try:
+                return self.stage.sample(batch, {**unwrapped, **self.frozen})
+            finally:
+                for model in unwrapped.values():
+                    model.train()
+
+        grid = self._with_ema(draw)
+        if grid is None:
+            return
+        path = self.run_dir / "samples" / f"step-{self.step:08d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(grid).save(path)
+        for tracker in self.accelerator.trackers:
+            if tracker.name == "tensorboard":
+                tracker.writer.add_image("samples", grid, self.step, dataformats="HWC")
+        log.info("wrote %s", path)
+
+    # ----- the loop --------------------------------------------------------------------------------------
+    def fit(self) -> Path:
+        """Train until `trainer.max_steps` optimiser steps, resuming if a checkpoint exists; returns export/."""
+        self._build()
+        self._resume()
+        acc, tcfg = self.accelerator, self.tcfg
+        steps_per_epoch = max(len(self.loader) // tcfg.gradient_accumulation_steps, 1)
+        progress = tqdm(total=tcfg.max_steps, initial=self.step, desc=f"{self.stage.name}",
+                        disable=not acc.is_local_main_process, dynamic_ncols=True)
+        for model in self.models.values():
+            model.train()
+        params = [p for m in self.models.values() for p in m.parameters()]
+        while self.step < tcfg.max_steps:
+            epoch, done_in_epoch = divmod(self.step, steps_per_epoch)
+            self.loader.set_epoch(epoch)  # a different, reproducible shuffle per epoch
+            loader = self.loader
+            if done_in_epoch:  # resuming mid-epoch: skip what the killed run already consumed
+                loader = acc.skip_first_batches(self.loader, done_in_epoch * tcfg.gradient_accumulation_steps)
+            for batch in loader:
+                with acc.accumulate(*self.models.values()):
+                    loss = self.stage.training_step(batch, {**self.models, **self.frozen})
+                    if not torch.isfinite(loss):
+                        raise RuntimeError(f"loss is {loss.item()} at step {self.step}; lower the learning rate")
+                    acc.backward(loss)
+                    if acc.sync_gradients and tcfg.max_grad_norm:
+                        acc.clip_grad_norm_(params, tcfg.max_grad_norm)
+                    self.optimizer.step()
+                    self.optimizer.zero_grad(set_to_none=True)
+                if not acc.sync_gradients:
+                    continue
+                self.lr_scheduler.step()
+                for name, model in self.models.items():
+                    self.emas[name].step(acc.unwrap_model(model).parameters())
+                self.step += 1
+                progress.update(1)
+                loss_value = loss.detach().item()
+                progress.set_postfix(loss=f"{loss_value:.4f}")
+                if self.step % tcfg.log_every == 0 or self.step == tcfg.max_steps:
+                    acc.log({"loss": loss_value, "lr": self.lr_scheduler.get_last_lr()[0]}, step=self.step)
+                if self.step % tcfg.checkpoint_every == 0 or self.step == tcfg.max_steps:
+                    self._save_checkpoint()
+                if acc.is_main_process and (self.step % tcfg.sample_every == 0 or self.step == tcfg.max_steps):
+                    self._save_sample()
+                if self.step >= tcfg.max_steps:
+                    break
+        progress.close()
+        acc.end_training()
+        return self.run_dir / "export"

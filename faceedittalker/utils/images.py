@@ -1,0 +1,29 @@
+"""Small image helpers shared by training samples, scripts and tests."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """(..., 3, H, W) in [-1, 1] -> uint8 (..., H, W, 3)."""
+    array = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return array.movedim(-3, -1).cpu().numpy()
+
+
+def image_grid(columns: list[torch.Tensor], padding: int = 2) -> np.ndarray:
+    """Lay out equally shaped batches (B, 3, H, W) as columns: row i shows sample i of every batch."""
+    batch, _, height, width = columns[0].shape
+    grid = torch.ones(3, batch * (height + padding) + padding, len(columns) * (width + padding) + padding)
+    for c, images in enumerate(columns):
+        for r, image in enumerate(images.detach().float().cpu()):
+            top, left = padding + r * (height + padding), padding + c * (width + padding)
+            grid[:, top:top + height, left:left + width] = image
+    return to_uint8(grid)
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-image PSNR in dB for images in [-1, 1] (peak-to-peak 2)."""
+    mse = (a.float() - b.float()).pow(2).flatten(1).mean(1)
+    return 10 * torch.log10(4.0 / mse.clamp_min(1e-12))
