@@ -1,0 +1,120 @@
+"""Face image folders (FFHQ / CelebA-HQ layout: any tree of image files) for stage 1.
+
+Images become (3, R, R) tensors in [-1, 1]. Unreadable files are skipped and counted: a header check at
+start-up drops files that are not images at all, and a file that fails to decode later is replaced by another
+sample with a warning. Optional cached VAE latents (`scripts/cache_latents.py`) spare the VAE during training.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from safetensors import safe_open
+from torch.utils.data import Dataset
+
+from faceedittalker.errors import InputError
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+CACHE_INDEX = "index.json"
+
+
+def list_images(root: str | Path) -> list[Path]:
+    """All image files under `root`, sorted; a missing or image-less folder is an `InputError`."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise InputError(f"dataset folder not found: {root} (set data.root=DIR)")
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    if not files:
+        raise InputError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found in dataset folder {root}")
+    return files
+
+
+def load_image(path: str | Path, resolution: int | None = None) -> torch.Tensor:
+    """Read an image as RGB, centre-crop to square, resize; returns (3, R, R) float in [-1, 1]."""
+    with Image.open(path) as img:
+        img = img.convert("RGB")
+        if resolution is not None:
+            side = min(img.size)
+            left, top = (img.width - side) // 2, (img.height - side) // 2
+            img = img.crop((left, top, left + side, top + side))
+            if side != resolution:
+                img = img.resize((resolution, resolution), Image.Resampling.BICUBIC)
+        array = np.asarray(img, dtype=np.float32)
+    return torch.from_numpy(array).permute(2, 0, 1) / 127.5 - 1.0
+
+
+class ImageFolderDataset(Dataset):
+    """Images under `root` as dicts {"image": (3, R, R) in [-1, 1], "index": int[, "latent": Z0]}."""
+
+    def __init__(self, root: str | Path, resolution: int, hflip: bool = True, latent_cache: str | None = None,
+                 max_images: int | None = None):
+        self.root = Path(root).expanduser()
+        self.resolution = resolution
+        self.hflip = hflip
+        candidates = list_images(self.root)
+        self.files = [p for p in candidates if _is_image(p)]
+        self.num_skipped = len(candidates) - len(self.files)
+        if self.num_skipped:
+            log.warning("skipped %d unreadable files in %s", self.num_skipped, self.root)
+        if not self.files:
+            raise InputError(f"none of the {len(candidates)} image files in {self.root} can be read")
+        if max_images:
+            self.files = self.files[:max_images]
+        self.latents = LatentCache(latent_cache, self.root) if latent_cache else None
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor | int]:
+        path = self.files[index]
+        try:
+            image = load_image(path, self.resolution)
+        except (OSError, UnidentifiedImageError, ValueError) as err:
+            log.warning("cannot decode %s (%s); using another image", path, err)
+            return self[random.randrange(len(self))]
+        flip = self.hflip and random.random() < 0.5
+        item: dict[str, torch.Tensor | int] = {"image": image.flip(-1) if flip else image, "index": index}
+        if self.latents is not None:
+            item["latent"] = self.latents.get(path, flipped=flip)
+        return item
+
+
+def _is_image(path: Path) -> bool:
+    try:
+        with Image.open(path) as img:
+            img.verify()  # header and structure only; cheap
+        return True
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError):
+        return False
+
+
+class LatentCache:
+    """Reads the safetensors shards of `scripts/cache_latents.py`: Z0 of each image and of its mirror."""
+
+    def __init__(self, cache_dir: str | Path, image_root: Path):
+        self.dir = Path(cache_dir).expanduser()
+        index_file = self.dir / CACHE_INDEX
+        if not index_file.is_file():
+            raise InputError(f"latent cache not found: {index_file} (run scripts/cache_latents.py first)")
+        index = json.loads(index_file.read_text())
+        self.entries: dict[str, tuple[str, int]] = {k: tuple(v) for k, v in index["files"].items()}
+        self.image_root = image_root
+        self._handles: dict[str, object] = {}
+
+    def get(self, path: Path, flipped: bool = False) -> torch.Tensor:
+        key = path.relative_to(self.image_root).as_posix()
+        if key not in self.entries:
+            raise InputError(f"{key} is missing from the latent cache {self.dir}; re-run scripts/cache_latents.py")
+        shard, row = self.entries[key]
+        if shard not in self._handles:  # opened lazily: one handle per dataloader worker
+            self._handles[shard] = safe_open(str(self.dir / shard), framework="pt")
+        name = "latents_flipped" if flipped else "latents"
+        return self._handles[shard].get_slice(name)[row : row + 1][0].float()
