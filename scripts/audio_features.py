@@ -1,0 +1,51 @@
+"""wav2vec2 features at the video frame rate, for one file or for every clip folder under a root.
+
+    python scripts/audio_features.py input=speech.wav output=speech.npy encoder=facebook/wav2vec2-base-960h
+    python scripts/audio_features.py input=CLIPS_DIR encoder=/models/wav2vec2-base-960h
+
+A single file must be usable speech (not unreadable, not shorter than 0.2 s, not silent): otherwise one line
+`error: ...` and exit code 2, and no output file. Clip folders get `audio_features/<encoder>.npy`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import hydra
+import numpy as np
+from omegaconf import DictConfig
+from tqdm import tqdm
+
+from faceedittalker.data.audio import AudioFeatureEncoder, check_speech, load_audio
+from faceedittalker.errors import InputError, exit_on_input_error
+
+
+@hydra.main(config_path="../configs", config_name="audio_features", version_base="1.3")
+@exit_on_input_error
+def main(cfg: DictConfig) -> None:
+    source = Path(cfg.input).expanduser()
+    if not source.exists():
+        raise InputError(f"input not found: {source}")
+    if source.is_file():
+        waveform = load_audio(source)  # read before loading the model: bad input fails fast
+        check_speech(waveform, source=str(source))
+        encoder = AudioFeatureEncoder(cfg.encoder, device=cfg.device, layer=cfg.layer, fps=cfg.fps)
+        features = encoder(waveform).numpy()
+        output = Path(cfg.output) if cfg.output else source.with_name(f"{source.stem}.{encoder.slug}.npy")
+        partial = output.with_name(output.name + ".partial.npy")
+        np.save(partial, features)
+        os.replace(partial, output)
+        print(f"wrote {output}: {features.shape[0]} frames x {features.shape[1]} features")
+        return
+    clips = sorted(p.parent for p in source.glob("*/audio.wav"))
+    if not clips:
+        raise InputError(f"no clip folders (<clip>/audio.wav) under {source}")
+    encoder = AudioFeatureEncoder(cfg.encoder, device=cfg.device, layer=cfg.layer, fps=cfg.fps)
+    for clip in tqdm(clips, desc="audio features", unit="clip"):
+        encoder.clip_features(clip)
+    print(f"features of {len(clips)} clips cached as audio_features/{encoder.slug}.npy")
+
+
+if __name__ == "__main__":
+    main()
