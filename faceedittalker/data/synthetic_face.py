@@ -399,15 +399,13 @@ def with_attributes(identity: Identity, **changes: bool) -> Identity:
     skin = np.array([np.interp(tone * 4, np.arange(5), SKIN_TONES[:, c]) for c in range(3)])
     if attrs["Pale_Skin"]:
         skin = 0.35 * skin + 0.65 * PALE_SKIN
-    if not attrs["Young"]:
-        skin = skin * 0.94 + 6
     return dataclasses.replace(
         identity,
         attributes=attrs,
         hair_colour_name=hair,
         skin=tuple(skin),
         jaw_width=(1.04 + 0.06 * draws[0]) if attrs["Male"] else (0.9 + 0.06 * draws[0]),
-        brow_thickness=(1.9 + 0.4 * draws[1]) if attrs["Bushy_Eyebrows"] else (0.8 + 0.3 * draws[1]),
+        brow_thickness=(2.3 + 0.4 * draws[1]) if attrs["Bushy_Eyebrows"] else (0.8 + 0.3 * draws[1]),
         lip_thickness=(1.3 + 0.2 * draws[2]) if attrs["Big_Lips"] else (0.8 + 0.25 * draws[2]),
         nose_size=(1.2 + 0.12 * draws[3]) if attrs["Big_Nose"] else (0.88 + 0.14 * draws[3]),
         eye_height=(0.55 + 0.1 * draws[4]) if attrs["Narrow_Eyes"] else (0.95 + 0.2 * draws[4]),
@@ -426,6 +424,11 @@ def rest_expression(identity: Identity) -> Expression:
 
 def shape_mesh(identity: Identity, expression: Expression) -> np.ndarray:
     """Canonical (478, 3) landmarks of a person with an expression (before pose)."""
+    return apply_expression(identity_mesh(identity), expression)
+
+
+def identity_mesh(identity: Identity) -> np.ndarray:
+    """Canonical (478, 3) landmarks of a person's neutral face."""
     base = template_mesh()
     p = base.copy()
     p[:, 0] *= identity.face_width
@@ -440,11 +443,14 @@ def shape_mesh(identity: Identity, expression: Expression) -> np.ndarray:
                           centre, reference=p)  # fmt: skip
         p = _shift_region(p, region, (side * identity.eye_spacing, 0.0, 0.0), 0.07, reference=p)
     nose = [1, 2, 4, 5, 19, 94, 98, 327, 97, 326, 129, 358, 48, 278, 64, 294, 102, 331, 49, 279]
-    p = _scale_region(p, nose, (identity.nose_size, identity.nose_size, identity.nose_size), 0.05,
-                      centre=p[[6, 168]].mean(axis=0))  # fmt: skip
+    # Grow the nose about its root (point 168, between the eyes) so it lengthens down and widens.
+    p = _scale_region(p, nose, (identity.nose_size,) * 3, 0.03, centre=p[168])
     lip_centre = p[LIPS_ALL].mean(axis=0)
-    p = _scale_region(p, LIPS_ALL, (identity.mouth_width, identity.lip_thickness, 1.0), 0.04, lip_centre)
-    # Expression.
+    return _scale_region(p, LIPS_ALL, (identity.mouth_width, identity.lip_thickness, 1.0), 0.04, lip_centre)
+
+
+def apply_expression(p: np.ndarray, expression: Expression) -> np.ndarray:
+    """Move jaw, lips and lids of a canonical (478, 3) face."""
     smile = expression.smile
     if smile:
         p = _smile(p, smile)
@@ -546,7 +552,8 @@ def render_face(
     big = size * SUPERSAMPLE
     attrs = identity.attributes
     rng = np.random.default_rng(identity.seed)  # per-person texture, identical in every frame
-    mesh = shape_mesh(identity, expression)
+    neutral = identity_mesh(identity)
+    mesh = apply_expression(neutral, expression)
     camera = _Camera(pose, big)
     posed = camera(mesh)
     skin = np.asarray(identity.skin, np.float32)
@@ -562,13 +569,13 @@ def render_face(
     canvas = (c0 * (1 - t) + c1 * t).astype(np.float32)
 
     long_hair = not attrs["Male"] and not attrs["Bald"]
-    hair_outline = camera(_hair_outline(mesh, identity, long_hair))
+    # Hair, neck and shoulders hang from the head, not from the jaw: placed from the neutral face.
+    hair_outline = camera(_hair_outline(neutral, identity, long_hair))
     if not attrs["Bald"]:
         _fill(canvas, hair_outline, hair * 0.8)  # the back of the hair, darker
 
     # Neck and shoulders follow the head's position but not its rotation.
-    jaw_l, jaw_r = posed[172], posed[397]
-    chin = posed[CHIN]
+    jaw_l, jaw_r, chin = camera(neutral[[172, 397, CHIN]])
     neck_w = 0.6 * (jaw_r[0] - jaw_l[0]) / 2
     neck_x = 0.5 * (jaw_l[0] + jaw_r[0])
     neck = np.array([[neck_x - neck_w, jaw_l[1] - 0.05 * big], [neck_x + neck_w, jaw_r[1] - 0.05 * big],
@@ -587,17 +594,19 @@ def render_face(
         angles = np.linspace(0, 2 * np.pi, 16)
         ear = centre + np.stack([0.05 * np.cos(angles) * side, 0.11 * np.sin(angles), 0 * angles], 1)
         _fill(canvas, camera(ear), skin * 0.85)
-        if attrs["Wearing_Earrings"]:
-            lobe = camera(centre[None] + np.array([[0.0, 0.12, 0.0]]))[0]
-            cv2.circle(canvas, tuple(_pts(lobe)), int(0.018 * big * (1 << _SHIFT)),
-                       (235, 200, 80), -1, cv2.LINE_AA, _SHIFT)  # fmt: skip
 
     # Skull: hair or bare skin.
     if attrs["Bald"]:
-        skull = _hair_outline(mesh, dataclasses.replace(identity, hair_volume=-0.04), long=False)
+        skull = _hair_outline(neutral, dataclasses.replace(identity, hair_volume=-0.04), long=False)
         _fill(canvas, camera(skull), skin * 0.95)
     else:
         _fill(canvas, hair_outline, hair)
+
+    if attrs["Wearing_Earrings"]:  # in front of the hair, behind the face
+        for side_index, side in ((RIGHT_FACE_SIDE, -1.0), (LEFT_FACE_SIDE, 1.0)):
+            lobe = camera(neutral[side_index][None] + np.array([[side * 0.03, 0.14, 0.15]]))[0]
+            cv2.circle(canvas, tuple(_pts(lobe)), int(0.03 * big * (1 << _SHIFT)),
+                       (235, 200, 80), -1, cv2.LINE_AA, _SHIFT)  # fmt: skip
 
     # The face mesh: triangles far to near, shaded by their normals.
     triangles = mesh_triangles()
