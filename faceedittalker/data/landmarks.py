@@ -18,24 +18,22 @@ Procrustes to the canonical mesh when none is at hand.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+import sys
 import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
+import mediapipe as mp
 import numpy as np
+from mediapipe.tasks.python import BaseOptions, vision
 
 from faceedittalker import ASSETS_DIR
 from faceedittalker.errors import InputError
-
-# MediaPipe's C++ core logs several warnings per graph; keep the console readable for CLI users.
-os.environ.setdefault("GLOG_minloglevel", "2")
-
-import mediapipe as mp  # noqa: E402
-from mediapipe.tasks.python import BaseOptions, vision  # noqa: E402
 
 DEFAULT_MODEL_PATH = ASSETS_DIR / "face_landmarker.task"
 NUM_LANDMARKS = 478
@@ -117,7 +115,8 @@ class FaceLandmarker:
             output_face_blendshapes=blendshapes,
             output_facial_transformation_matrixes=matrices,
         )
-        self._landmarker = vision.FaceLandmarker.create_from_options(options)
+        with _native_stderr_silenced():
+            self._landmarker = vision.FaceLandmarker.create_from_options(options)
         self._last_timestamp_ms = -1
 
     def detect_all(self, image: np.ndarray, timestamp_ms: int | None = None) -> list[FaceLandmarks]:
@@ -169,6 +168,24 @@ class FaceLandmarker:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """Mute stderr at the file-descriptor level: MediaPipe's C++ graph prints several warnings and TFLite
+    notes each time a landmarker is created, which would bury a command-line tool's own output."""
+    if os.environ.get("FACEEDITTALKER_MEDIAPIPE_LOGS"):  # set it to see them
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 # --- topology and rendering ---
