@@ -142,7 +142,7 @@ def mesh_triangles() -> np.ndarray:
     return Delaunay(points).simplices.astype(np.int32)
 
 
-TEMPLATE_SMILE = 0.8
+TEMPLATE_SMILE = 0.55  # how much the source portrait smiles, in units of `_smile`
 
 
 # --- mesh deformations (canonical frame) ---
