@@ -193,20 +193,6 @@ def mouth_opening(landmarks: np.ndarray) -> np.ndarray:
     return np.linalg.norm(landmarks[..., 14, :2] - landmarks[..., 13, :2], axis=-1)
 
 
-def write_video(path: Path, frames: np.ndarray, fps: int = FPS) -> None:
-    """Frames (T, H, W, 3) uint8 RGB -> H.264 mp4 (near-lossless, yuv444 would not play everywhere)."""
-    import av
-
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.height, stream.width = frames.shape[1:3]
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": "10", "preset": "fast"}
-        for frame in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-        container.mux(stream.encode())
-
-
 # --- sets on disk ---
 
 
@@ -240,12 +226,17 @@ def _write_clip(args: tuple) -> None:
     frames, landmarks, truth = render_clip(identity, waveform, rng, size)
     clip = folder / f"synthetic_{index:06d}"
     clip.mkdir()
-    write_video(clip / "frames.mp4", frames)
+    # The preprocessing CLI's writer and quality: synthetic and real clips are laid out identically.
+    # (Imported here: preprocess pulls in MediaPipe, which images-only users of this module do not need.)
+    from faceedittalker.data.preprocess import write_video
+
+    write_video(clip / "frames.mp4", iter(frames), FPS, size, crf=14)
     soundfile.write(clip / "audio.wav", waveform, SAMPLE_RATE, subtype="PCM_16")
     np.save(clip / "landmarks.npy", landmarks)
     attributes = {name: int(v) for name, v in zip(CELEBA_ATTRIBUTES, identity.labels(), strict=True)}
     meta = {
-        "fps": FPS, "size": [size, size], "num_frames": len(frames), "source": "synthetic",
+        "clip_id": clip.name, "frames": "frames.mp4", "fps": FPS, "size": [size, size],
+        "num_frames": len(frames), "source": "synthetic",
         "detection_rate": 1.0, "sample_rate": SAMPLE_RATE, "seed": seed, "index": index,
         "speech": provenance, "attributes": attributes, "identity": _jsonable(identity.to_dict()),
         "truth": {key: np.round(value, 5).tolist() for key, value in truth.items()},
