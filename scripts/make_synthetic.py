@@ -1,6 +1,6 @@
 """Write the synthetic talking-face set (see configs/synthetic.yaml for the keys).
 
-    python scripts/make_synthetic.py output=data/synthetic images=2000 attributes=2000 clips=200
+python scripts/make_synthetic.py output=data/synthetic images=2000 attributes=2000 clips=200
 """
 
 import shutil

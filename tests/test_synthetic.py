@@ -63,13 +63,15 @@ def _region(name: str, px: np.ndarray) -> np.ndarray:
         "Mouth_Slightly_Open": lower_face,
         "Big_Lips": mouth,
         "Wearing_Lipstick": mouth,
-        "Mustache": _box(shape, lips[:, 0].min() - 0.1 * fh, lips[:, 0].max() + 0.1 * fh,
-                         px[NOSE_TIP, 1], lips[:, 1].mean()),  # fmt: skip
+        "Mustache": _box(
+            shape, lips[:, 0].min() - 0.1 * fh, lips[:, 0].max() + 0.1 * fh, px[NOSE_TIP, 1], lips[:, 1].mean()
+        ),  # fmt: skip
         "Goatee": _box(shape, lips[:, 0].min(), lips[:, 0].max(), lips[:, 1].mean(), px[CHIN, 1] + 0.06 * fh),
         "No_Beard": lower_face,
         "5_o_Clock_Shadow": lower_face,
-        "Big_Nose": _box(shape, px[NOSE_TIP, 0] - 0.26 * fh, px[NOSE_TIP, 0] + 0.26 * fh,
-                         eyes[:, 1].mean(), lips[:, 1].mean()),  # fmt: skip
+        "Big_Nose": _box(
+            shape, px[NOSE_TIP, 0] - 0.26 * fh, px[NOSE_TIP, 0] + 0.26 * fh, eyes[:, 1].mean(), lips[:, 1].mean()
+        ),  # fmt: skip
         "Rosy_Cheeks": _box(shape, left, right, eyes[:, 1].max(), lips[:, 1].max()) & face,
         "Wearing_Earrings": _box(shape, left - 0.12 * fh, left + 0.05 * fh, eyes[:, 1].mean(), px[CHIN, 1])
         | _box(shape, right - 0.05 * fh, right + 0.12 * fh, eyes[:, 1].mean(), px[CHIN, 1]),

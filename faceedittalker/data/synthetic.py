@@ -118,9 +118,7 @@ def cut_speech(rng: np.random.Generator, seconds: float) -> tuple[np.ndarray, li
             piece[: len(fade)] *= fade
             piece[-len(fade) :] *= fade[::-1]
         pieces.append(piece)
-        provenance.append(
-            {"source": names[which], "start_s": start / SAMPLE_RATE, "seconds": length / SAMPLE_RATE}
-        )
+        provenance.append({"source": names[which], "start_s": start / SAMPLE_RATE, "seconds": length / SAMPLE_RATE})
         total += length
         if total < target and rng.random() < 0.4:
             pause = np.zeros(min(int(rng.uniform(0.1, 0.3) * SAMPLE_RATE), target - total), np.float32)

@@ -82,8 +82,9 @@ HAIR_COLOURS: dict[str, tuple[int, int, int]] = {
     "Gray_Hair": (168, 168, 172),
     "auburn": (150, 62, 34),  # a hair colour that is none of CelebA's four
 }
-SKIN_TONES = np.array([(236, 200, 172), (224, 176, 140), (198, 142, 104), (160, 108, 74), (112, 74, 52)],
-                      float)  # light -> dark
+SKIN_TONES = np.array(
+    [(236, 200, 172), (224, 176, 140), (198, 142, 104), (160, 108, 74), (112, 74, 52)], float
+)  # light -> dark
 PALE_SKIN = np.array([246, 228, 218], float)
 EYE_COLOURS = np.array([(70, 110, 170), (80, 120, 80), (90, 60, 35), (50, 32, 20), (120, 95, 50)], float)
 LIPSTICK_COLOURS = np.array([(196, 24, 48), (220, 60, 110), (140, 20, 60), (230, 80, 70)], float)
