@@ -89,8 +89,8 @@ def build_autoencoder(
     """Build E_img from a config entry.
 
     kind: "identity" (pixel space) or "vae". `pretrained` is a local folder or a hub id; with
-    `random_init=True` a missing VAE is built from the SD-VAE architecture with random weights (for
-    parameter counts and smoke tests; never for real training).
+    `random_init=True` a VAE missing from disk and from the local hub cache is built from the SD-VAE
+    architecture with random weights, without touching the network (parameter counts and smoke tests only).
     """
     if kind == "identity":
         return IdentityAutoencoder()
@@ -100,7 +100,7 @@ def build_autoencoder(
         raise InputError("autoencoder.pretrained is not set: give a local VAE folder or a hub id")
     if pretrained is not None:
         try:
-            vae = _load_vae(pretrained, subfolder)
+            vae = _load_vae(pretrained, subfolder, local_files_only=random_init)
             return LatentAutoencoder(vae, source=pretrained, decode_batch_size=decode_batch_size)
         except InputError:
             if not random_init:
@@ -109,7 +109,7 @@ def build_autoencoder(
     return LatentAutoencoder(vae, source=None, decode_batch_size=decode_batch_size)
 
 
-def _load_vae(pretrained: str, subfolder: str | None) -> AutoencoderKL:
+def _load_vae(pretrained: str, subfolder: str | None, local_files_only: bool = False) -> AutoencoderKL:
     path = Path(pretrained).expanduser()
     looks_like_hub_id = not path.exists() and pretrained.count("/") == 1 and not pretrained.startswith((".", "/"))
     if not path.exists() and not looks_like_hub_id:
@@ -119,7 +119,7 @@ def _load_vae(pretrained: str, subfolder: str | None) -> AutoencoderKL:
         )
     try:
         source = str(path) if path.exists() else pretrained
-        return AutoencoderKL.from_pretrained(source, subfolder=subfolder)
+        return AutoencoderKL.from_pretrained(source, subfolder=subfolder, local_files_only=local_files_only)
     except (OSError, ValueError) as err:
         raise InputError(
             f"could not load the VAE from '{pretrained}': {str(err).splitlines()[0]} "

@@ -98,3 +98,20 @@ class ImageFeatureSpace(nn.Module):
             invert_steps=config["invert_steps"],
         )
         return model.to(device).eval()
+
+
+@torch.no_grad()
+def reconstruction_check(space: ImageFeatureSpace, images: torch.Tensor, seed: int = 0,
+                         steps: int | None = None) -> dict:
+    """The property the method relies on: x -> (z_sem, Z_T) -> x reconstructs x, while decoding random noise
+    with the same z_sem only keeps what z_sem carries. Returns both PSNRs (dB, mean over images) and the
+    three image batches (input, reconstruction, random decode)."""
+    from faceedittalker.utils.images import psnr
+
+    z_sem = space.encode_semantic(images)
+    recon = space.decode(space.encode_stochastic(images, z_sem, steps), z_sem, steps)
+    noise = torch.randn(space.latent_shape(len(images)), generator=torch.Generator().manual_seed(seed))
+    random_decode = space.decode(noise.to(images.device), z_sem, steps)
+    return {"psnr_inversion": psnr(recon, images).mean().item(),
+            "psnr_random": psnr(random_decode, images).mean().item(),
+            "images": (images, recon, random_decode)}

@@ -46,3 +46,4 @@ class Stage(ABC):
 
     def export(self, directory: Path, modules: dict[str, nn.Module]) -> None:
         """Write what inference needs besides the trainable modules' `save_pretrained` folders."""
+        return None

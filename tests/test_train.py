@@ -1,0 +1,141 @@
+"""The generic trainer on stage 1 with the real configs: checkpoints, export, sample grid, resume, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from faceedittalker import REPO_ROOT
+from faceedittalker.models.feature_space import ImageFeatureSpace
+from faceedittalker.stages import STAGES
+from faceedittalker.training import checkpoint as ckpt
+from faceedittalker.training.trainer import Trainer
+from tests.conftest import compose_train_config, run_script, tiny_overrides
+
+
+def train(tmp_path, *extra):
+    cfg = compose_train_config(tiny_overrides(tmp_path, *extra))
+    run_dir = tmp_path / "run"
+    return Trainer(cfg, STAGES[cfg.stage](cfg), run_dir).fit(), run_dir
+
+
+def test_tiny_stage1_writes_checkpoints_export_and_a_sample_grid(tmp_path):
+    export, run_dir = train(tmp_path)
+    checkpoints = ckpt.list_checkpoints(run_dir / "checkpoints")
+    assert [p.name for p in checkpoints] == ["checkpoint-00000002", "checkpoint-00000004"]
+    assert ckpt.read_state(checkpoints[-1])["step"] == 4
+    ema = load_file(checkpoints[-1] / "ema.safetensors")
+    assert len(ema) > 10 and all(torch.isfinite(v).all() for v in ema.values())
+    # The export is config + safetensors per module and loads without the training config.
+    for name in ("semantic_encoder", "unet"):
+        assert (export / name / "config.json").is_file()
+        assert (export / name / "diffusion_pytorch_model.safetensors").is_file()
+    space = ImageFeatureSpace.from_pretrained(export)
+    assert space.resolution == 32 and space.ddim.config.clip_sample is False
+    z_sem = space.encode_semantic(torch.zeros(1, 3, 32, 32))
+    assert z_sem.shape == (1, 64)
+    # Grid: 2 sample rows x 3 columns (input | reconstruction | random decode) of 32 px with 2 px padding.
+    grid = np.asarray(Image.open(run_dir / "samples" / "step-00000004.png"))
+    assert grid.shape == (2 * 34 + 2, 3 * 34 + 2, 3)
+    assert grid[2:34, 2:34].std() > 10  # the input face is really there
+
+
+def test_training_resumes_from_the_latest_checkpoint(tmp_path):
+    train(tmp_path)
+    cfg = compose_train_config(tiny_overrides(tmp_path, "trainer.max_steps=6"))
+    trainer = Trainer(cfg, STAGES[1](cfg), tmp_path / "run")
+    trainer.fit()
+    names = [p.name for p in ckpt.list_checkpoints(tmp_path / "run" / "checkpoints")]
+    assert names == ["checkpoint-00000004", "checkpoint-00000006"]  # rotation keeps 3: 2, 4, 6 -> tiny keeps all
+    assert trainer.step == 6
+
+
+def test_resume_continues_exactly_where_an_uninterrupted_run_would_be(tmp_path):
+    # 4 steps straight vs 2 steps + resume to 4: identical weights (seeded sampler, saved RNG states).
+    straight, _ = train(tmp_path / "a")
+    train(tmp_path / "b", "trainer.max_steps=2")
+    resumed, _ = train(tmp_path / "b")
+    a = load_file(straight / "unet" / "diffusion_pytorch_model.safetensors")
+    b = load_file(resumed / "unet" / "diffusion_pytorch_model.safetensors")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
+
+
+def test_partial_checkpoints_are_ignored_and_cleaned(tmp_path):
+    train(tmp_path)
+    checkpoints = tmp_path / "run" / "checkpoints"
+    partial = checkpoints / ".tmp-checkpoint-00000005"
+    partial.mkdir()
+    (partial / "model.safetensors").write_bytes(b"half")
+    assert ckpt.latest_checkpoint(checkpoints).name == "checkpoint-00000004"
+    train(tmp_path, "trainer.max_steps=5")
+    assert not partial.exists()
+    assert ckpt.latest_checkpoint(checkpoints).name == "checkpoint-00000005"
+
+
+def test_sigkill_during_training_then_rerun_resumes_without_corrupt_checkpoints(tmp_path):
+    run_dir = tmp_path / "run"
+    args = [sys.executable, str(REPO_ROOT / "scripts" / "train.py"), *tiny_overrides(tmp_path),
+            "trainer.max_steps=400", "trainer.checkpoint_every=3", "trainer.sample_every=1000",
+            f"hydra.run.dir={run_dir}"]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO_ROOT)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(ckpt.list_checkpoints(run_dir / "checkpoints")) < 2:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = ckpt.latest_checkpoint(run_dir / "checkpoints")
+    assert killed_at is not None, "no checkpoint was written before the kill"
+    for path in ckpt.list_checkpoints(run_dir / "checkpoints"):  # every complete checkpoint loads
+        load_file(path / "model.safetensors")
+        load_file(path / "ema.safetensors")
+    resumed_step = ckpt.read_state(killed_at)["step"]
+    result = run_script("train.py", *tiny_overrides(tmp_path), f"trainer.max_steps={resumed_step + 2}",
+                        "trainer.checkpoint_every=3", "trainer.sample_every=1000", f"hydra.run.dir={run_dir}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    log = (run_dir / "train.log").read_text()
+    assert f"resumed from {killed_at} at step {resumed_step}" in log
+    assert ckpt.read_state(ckpt.latest_checkpoint(run_dir / "checkpoints"))["step"] == resumed_step + 2
+    assert not [p for p in (run_dir / "checkpoints").iterdir() if p.name.startswith(".tmp")]
+
+
+@pytest.mark.parametrize("override,message", [
+    ("data.root={tmp}/missing", "dataset folder not found"),
+    ("data.root={tmp}/empty", "no images"),
+    ("trainer.resume={tmp}/missing-checkpoint", "checkpoint not found"),
+    ("autoencoder=sd_vae", "VAE folder not found"),
+])
+def test_bad_input_is_one_line_and_exit_code_2(tmp_path, override, message):
+    (tmp_path / "empty").mkdir()
+    extra = [override.format(tmp=tmp_path), f"hydra.run.dir={tmp_path / 'run'}"]
+    if override.startswith("autoencoder"):
+        extra.append(f"autoencoder.pretrained={tmp_path}/no-vae")
+    result = run_script("train.py", "stage=1", "experiment=tiny", f"paths.cache_dir={tmp_path / 'cache'}", *extra)
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = [line for line in result.stderr.strip().splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and message in lines[0]
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_unknown_stage_is_a_clear_error(tmp_path):
+    result = run_script("train.py", "stage=7", "experiment=tiny", f"hydra.run.dir={tmp_path / 'run'}")
+    assert result.returncode == 2 and "stage=7 is not available" in result.stderr
+
+
+def test_trainer_state_file_is_plain_json(tmp_path):
+    train(tmp_path)
+    state = json.loads((tmp_path / "run" / "checkpoints" / "checkpoint-00000004" / "trainer_state.json").read_text())
+    assert state["step"] == 4 and set(state["ema_steps"]) == {"semantic_encoder", "unet"}
+    assert not any(name.endswith(".pkl") and "custom" in name
+                   for name in os.listdir(tmp_path / "run" / "checkpoints" / "checkpoint-00000004"))
