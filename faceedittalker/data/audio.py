@@ -98,8 +98,7 @@ def check_speech(waveform: np.ndarray, sample_rate: int = SAMPLE_RATE, source: s
     seconds = len(waveform) / sample_rate
     if seconds < MIN_SPEECH_SECONDS:
         raise InputError(
-            f"{source} is too short: {seconds * 1000:.0f} ms "
-            f"(at least {MIN_SPEECH_SECONDS * 1000:.0f} ms needed)"
+            f"{source} is too short: {seconds * 1000:.0f} ms (at least {MIN_SPEECH_SECONDS * 1000:.0f} ms needed)"
         )
     level = rms_dbfs(waveform)
     if level < SILENCE_DBFS:

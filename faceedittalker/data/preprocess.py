@@ -165,9 +165,7 @@ def _fill_missing(values: np.ndarray, found: np.ndarray) -> np.ndarray:
     return filled.reshape(values.shape).astype(values.dtype)
 
 
-def plan_clips(
-    found: np.ndarray, boxes: np.ndarray, base_id: str, settings: PreprocessSettings
-) -> list[ClipPlan]:
+def plan_clips(found: np.ndarray, boxes: np.ndarray, base_id: str, settings: PreprocessSettings) -> list[ClipPlan]:
     """Split a video's frames into clips and judge each: `found` (T,) bool, `boxes` (T, 4) face boxes."""
     total = len(found)
     sizes = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
@@ -311,9 +309,7 @@ class Preprocessor:
                 self._process(video, base_id, source, facts, report, progress)
             except (av.FFmpegError, InputError) as err:  # e.g. a file truncated half-way
                 report.kept.clear()
-                report.rejected = [
-                    {"video": source, "reason": f"decoding failed: {str(err).splitlines()[0]}"}
-                ]
+                report.rejected = [{"video": source, "reason": f"decoding failed: {str(err).splitlines()[0]}"}]
         _atomic_write_text(marker, json.dumps(asdict(report), indent=1))
         return report
 
@@ -349,9 +345,7 @@ class Preprocessor:
             for _ in range(plan.start - position):  # decode past frames of rejected or done clips
                 next(frames)
             position = plan.stop
-            clip_frames = (
-                crop_frame(next(frames), plan.boxes[t], s.size) for t in range(plan.stop - plan.start)
-            )
+            clip_frames = (crop_frame(next(frames), plan.boxes[t], s.size) for t in range(plan.stop - plan.start))
             self._write_clip(plan, clip_frames, audio, points, found, facts, source, (width, height), target)
             report.kept.append(plan.clip_id)
 
@@ -363,9 +357,7 @@ class Preprocessor:
         empty = np.zeros((478, 3), np.float32)
         with FaceLandmarker(s.model_path, mode="video") as landmarker:
             frames = iter_frames_at_fps(video, s.fps)
-            for index, frame in enumerate(
-                tqdm(frames, desc="track", unit="frame", leave=False, disable=not progress)
-            ):
+            for index, frame in enumerate(tqdm(frames, desc="track", unit="frame", leave=False, disable=not progress)):
                 height, width = frame.shape[:2]
                 size = (width, height)
                 shrink = min(1.0, s.detect_max_side / max(width, height))
@@ -382,9 +374,7 @@ class Preprocessor:
             return np.zeros(0, bool), np.zeros((0, 4)), np.zeros((0, 478, 3), np.float32), size
         return np.array(found), np.array(boxes), np.array(points, dtype=np.float32), size
 
-    def _write_clip(
-        self, plan, frames, audio, points, found, facts, source, source_size, target: Path
-    ) -> None:
+    def _write_clip(self, plan, frames, audio, points, found, facts, source, source_size, target: Path) -> None:
         s = self.settings
         width, height = source_size
         partial = self.output_root / f".partial_{plan.clip_id}"

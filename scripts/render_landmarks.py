@@ -1,0 +1,47 @@
+"""Detect the face in a portrait and write its landmark image L (the same drawing training and inference use).
+
+python scripts/render_landmarks.py input=portrait.jpg output=landmarks.png [overlay=false size=512]
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import hydra
+import numpy as np
+from omegaconf import DictConfig
+from PIL import Image, UnidentifiedImageError
+
+from faceedittalker.data.landmarks import FaceLandmarker, render_landmarks
+from faceedittalker.errors import InputError, exit_on_input_error
+
+
+@hydra.main(config_path="../configs", config_name="render_landmarks", version_base="1.3")
+@exit_on_input_error
+def main(cfg: DictConfig) -> None:
+    source, output = Path(cfg.input), Path(cfg.output)
+    try:
+        with Image.open(source) as image:
+            portrait = np.asarray(image.convert("RGB"))
+    except (FileNotFoundError, UnidentifiedImageError, OSError) as err:
+        raise InputError(f"cannot read image {source}: {err}") from err
+    with FaceLandmarker() as landmarker:
+        faces = landmarker.detect_all(portrait)
+    if not faces:
+        raise InputError(f"no face found in {source}")
+    size = cfg.size or portrait.shape[:2]
+    drawing = render_landmarks(faces[0].points, size, thickness=cfg.thickness)
+    if cfg.overlay:
+        shown = np.asarray(Image.fromarray(portrait).resize(drawing.shape[1::-1], Image.Resampling.BICUBIC)).copy()
+        drawn = drawing.any(axis=2)
+        shown[drawn] = drawing[drawn]
+        drawing = np.concatenate([drawing, shown], axis=1)
+    partial = output.with_name(output.name + ".partial.png")
+    Image.fromarray(drawing).save(partial)
+    os.replace(partial, output)
+    print(f"wrote {output}")
+
+
+if __name__ == "__main__":
+    main()
