@@ -27,8 +27,22 @@ def exit_on_input_error(fn: F) -> F:
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except InputError as err:
-            print(f"error: {err}", file=sys.stderr)
+        except Exception as err:
+            cause = find_input_error(err)
+            if cause is None:
+                raise
+            print(f"error: {cause}", file=sys.stderr)
             sys.exit(EXIT_BAD_INPUT)
 
     return wrapper  # type: ignore[return-value]
+
+
+def find_input_error(err: BaseException | None) -> InputError | None:
+    """The `InputError` behind `err`, also when a library wrapped it (Hydra's `instantiate` does)."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, InputError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None

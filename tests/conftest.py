@@ -1,4 +1,4 @@
-"""Shared fixtures: real configs composed with Hydra, tiny models, offline real faces."""
+"""Shared fixtures. Helper functions live in `helpers.py` (tests/ is on sys.path, not a package)."""
 
 from __future__ import annotations
 
@@ -8,34 +8,15 @@ import os
 # (a training subprocess beside the test process). Must be set before torch loads libgomp.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import subprocess  # noqa: E402
-import sys
-from pathlib import Path
+from pathlib import Path  # noqa: E402
 
-import torch
-from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig
-
-from faceedittalker import CONFIGS_DIR, REPO_ROOT
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 torch.set_num_threads(2)
 
 
-def compose_train_config(overrides: list[str]) -> DictConfig:
-    """The real `configs/train.yaml` with command-line style overrides, as `scripts/train.py` sees it."""
-    with initialize_config_dir(config_dir=str(CONFIGS_DIR), version_base="1.3"):
-        return compose(config_name="train", overrides=overrides)
-
-
-def tiny_overrides(tmp_path: Path, *extra: str) -> list[str]:
-    """`experiment=tiny` on a cache in tmp_path, shortened further for unit tests."""
-    return ["stage=1", "experiment=tiny", f"paths.cache_dir={tmp_path / 'cache'}",
-            "trainer.max_steps=4", "trainer.checkpoint_every=2", "trainer.sample_every=4",
-            "trainer.batch_size=4", "trainer.num_sample_images=2", "sampling.sample_steps=3",
-            "sampling.invert_steps=3", *extra]
-
-
-def run_script(script: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run `scripts/<script>` as a user would; returns the completed process (text output)."""
-    return subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / script), *args], capture_output=True,
-                          text=True, timeout=timeout, cwd=REPO_ROOT)
+@pytest.fixture(scope="session")
+def tiny_cache(tmp_path_factory) -> Path:
+    """One cache for the whole session, so the synthetic set of `experiment=tiny` is generated once."""
+    return tmp_path_factory.mktemp("cache")

@@ -35,12 +35,13 @@ def test_image_folder_reads_nested_images_and_counts_corrupt_ones(image_tree):
     assert -1 <= item["image"].min() < item["image"].max() <= 1
 
 
-def test_hflip_mirrors_the_image(image_tree):
-    torch.manual_seed(0)
-    plain = ImageFolderDataset(image_tree, 16, hflip=False)[0]["image"]
-    flipped = {tuple(ImageFolderDataset(image_tree, 16, hflip=True)[0]["image"][0, 0, :2].tolist())
-               for _ in range(20)}
-    assert tuple(plain.flip(-1)[0, 0, :2].tolist()) in flipped and tuple(plain[0, 0, :2].tolist()) in flipped
+def test_hflip_adds_a_mirrored_copy_of_every_image(image_tree):
+    plain = ImageFolderDataset(image_tree, 16, hflip=False)
+    mirrored = ImageFolderDataset(image_tree, 16, hflip=True)
+    assert len(mirrored) == 2 * len(plain) == 6
+    torch.testing.assert_close(mirrored[1]["image"], plain[1]["image"])
+    torch.testing.assert_close(mirrored[4]["image"], plain[1]["image"].flip(-1))
+    assert mirrored[4]["index"] == 1
 
 
 def test_missing_and_empty_folders_are_input_errors(tmp_path):

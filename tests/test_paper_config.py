@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import compose_train_config
 
 from faceedittalker.stages import STAGES
-from tests.conftest import compose_train_config
 
 
 def test_paper_experiment_carries_table_1():

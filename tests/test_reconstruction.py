@@ -4,19 +4,19 @@ encoder and DDIM inversion decodes back to itself, far better than random noise 
 from __future__ import annotations
 
 import torch
+from helpers import compose_train_config, run_script
 
 from faceedittalker.data.portraits import real_face_crops
 from faceedittalker.models.feature_space import ImageFeatureSpace, reconstruction_check
 from faceedittalker.stages import STAGES
 from faceedittalker.training.trainer import Trainer
-from tests.conftest import compose_train_config, run_script
 
 
 def test_overfitted_tiny_model_reconstructs_real_faces_through_inversion(tmp_path):
     # 4 real faces (2 astronaut crops, 2 LFW identities), 32 px, a tiny pixel-space model trained briefly.
-    cfg = compose_train_config(["stage=1", "experiment=tiny", f"paths.cache_dir={tmp_path}", "data.root.count=4",
-                                "trainer.batch_size=4", "trainer.max_steps=300", "trainer.checkpoint_every=1000",
-                                "trainer.sample_every=1000", "trainer.ema.decay=0.9"])
+    cfg = compose_train_config(["stage=1", "experiment=tiny", f"paths.cache_dir={tmp_path}", "data=real_faces",
+                                "data.root.count=4", "trainer.batch_size=4", "trainer.max_steps=300",
+                                "trainer.checkpoint_every=1000", "trainer.sample_every=1000", "trainer.ema.decay=0.9"])
     export = Trainer(cfg, STAGES[1](cfg), tmp_path / "run").fit()
     space = ImageFeatureSpace.from_pretrained(export)
     faces = torch.from_numpy(real_face_crops(4, 32)).permute(0, 3, 1, 2).float() / 127.5 - 1

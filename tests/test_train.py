@@ -12,6 +12,7 @@ import time
 import numpy as np
 import pytest
 import torch
+from helpers import compose_train_config, run_script, tiny_overrides
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -20,17 +21,16 @@ from faceedittalker.models.feature_space import ImageFeatureSpace
 from faceedittalker.stages import STAGES
 from faceedittalker.training import checkpoint as ckpt
 from faceedittalker.training.trainer import Trainer
-from tests.conftest import compose_train_config, run_script, tiny_overrides
 
 
-def train(tmp_path, *extra):
-    cfg = compose_train_config(tiny_overrides(tmp_path, *extra))
+def train(tmp_path, cache, *extra):
+    cfg = compose_train_config(tiny_overrides(cache, *extra))
     run_dir = tmp_path / "run"
     return Trainer(cfg, STAGES[cfg.stage](cfg), run_dir).fit(), run_dir
 
 
-def test_tiny_stage1_writes_checkpoints_export_and_a_sample_grid(tmp_path):
-    export, run_dir = train(tmp_path)
+def test_tiny_stage1_writes_checkpoints_export_and_a_sample_grid(tmp_path, tiny_cache):
+    export, run_dir = train(tmp_path, tiny_cache)
     checkpoints = ckpt.list_checkpoints(run_dir / "checkpoints")
     assert [p.name for p in checkpoints] == ["checkpoint-00000002", "checkpoint-00000004"]
     assert ckpt.read_state(checkpoints[-1])["step"] == 4
@@ -50,42 +50,42 @@ def test_tiny_stage1_writes_checkpoints_export_and_a_sample_grid(tmp_path):
     assert grid[2:34, 2:34].std() > 10  # the input face is really there
 
 
-def test_training_resumes_from_the_latest_checkpoint(tmp_path):
-    train(tmp_path)
-    cfg = compose_train_config(tiny_overrides(tmp_path, "trainer.max_steps=6"))
+def test_training_resumes_from_the_latest_checkpoint(tmp_path, tiny_cache):
+    train(tmp_path, tiny_cache)
+    cfg = compose_train_config(tiny_overrides(tiny_cache, "trainer.max_steps=6", "trainer.keep_checkpoints=2"))
     trainer = Trainer(cfg, STAGES[1](cfg), tmp_path / "run")
     trainer.fit()
     names = [p.name for p in ckpt.list_checkpoints(tmp_path / "run" / "checkpoints")]
-    assert names == ["checkpoint-00000004", "checkpoint-00000006"]  # rotation keeps 3: 2, 4, 6 -> tiny keeps all
+    assert names == ["checkpoint-00000004", "checkpoint-00000006"]  # 2, 4, 6 rotated down to the newest 2
     assert trainer.step == 6
 
 
-def test_resume_continues_exactly_where_an_uninterrupted_run_would_be(tmp_path):
+def test_resume_continues_exactly_where_an_uninterrupted_run_would_be(tmp_path, tiny_cache):
     # 4 steps straight vs 2 steps + resume to 4: identical weights (seeded sampler, saved RNG states).
-    straight, _ = train(tmp_path / "a")
-    train(tmp_path / "b", "trainer.max_steps=2")
-    resumed, _ = train(tmp_path / "b")
+    straight, _ = train(tmp_path / "a", tiny_cache)
+    train(tmp_path / "b", tiny_cache, "trainer.max_steps=2")
+    resumed, _ = train(tmp_path / "b", tiny_cache)
     a = load_file(straight / "unet" / "diffusion_pytorch_model.safetensors")
     b = load_file(resumed / "unet" / "diffusion_pytorch_model.safetensors")
     for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
 
 
-def test_partial_checkpoints_are_ignored_and_cleaned(tmp_path):
-    train(tmp_path)
+def test_partial_checkpoints_are_ignored_and_cleaned(tmp_path, tiny_cache):
+    train(tmp_path, tiny_cache)
     checkpoints = tmp_path / "run" / "checkpoints"
     partial = checkpoints / ".tmp-checkpoint-00000005"
     partial.mkdir()
     (partial / "model.safetensors").write_bytes(b"half")
     assert ckpt.latest_checkpoint(checkpoints).name == "checkpoint-00000004"
-    train(tmp_path, "trainer.max_steps=5")
+    train(tmp_path, tiny_cache, "trainer.max_steps=5")
     assert not partial.exists()
     assert ckpt.latest_checkpoint(checkpoints).name == "checkpoint-00000005"
 
 
-def test_sigkill_during_training_then_rerun_resumes_without_corrupt_checkpoints(tmp_path):
+def test_sigkill_during_training_then_rerun_resumes_without_corrupt_checkpoints(tmp_path, tiny_cache):
     run_dir = tmp_path / "run"
-    args = [sys.executable, str(REPO_ROOT / "scripts" / "train.py"), *tiny_overrides(tmp_path),
+    args = [sys.executable, str(REPO_ROOT / "scripts" / "train.py"), *tiny_overrides(tiny_cache),
             "trainer.max_steps=400", "trainer.checkpoint_every=3", "trainer.sample_every=1000",
             f"hydra.run.dir={run_dir}"]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO_ROOT)
@@ -100,7 +100,7 @@ def test_sigkill_during_training_then_rerun_resumes_without_corrupt_checkpoints(
         load_file(path / "model.safetensors")
         load_file(path / "ema.safetensors")
     resumed_step = ckpt.read_state(killed_at)["step"]
-    result = run_script("train.py", *tiny_overrides(tmp_path), f"trainer.max_steps={resumed_step + 2}",
+    result = run_script("train.py", *tiny_overrides(tiny_cache), f"trainer.max_steps={resumed_step + 2}",
                         "trainer.checkpoint_every=3", "trainer.sample_every=1000", f"hydra.run.dir={run_dir}")
     assert result.returncode == 0, result.stderr[-2000:]
     log = (run_dir / "train.log").read_text()
@@ -115,12 +115,12 @@ def test_sigkill_during_training_then_rerun_resumes_without_corrupt_checkpoints(
     ("trainer.resume={tmp}/missing-checkpoint", "checkpoint not found"),
     ("autoencoder=sd_vae", "VAE folder not found"),
 ])
-def test_bad_input_is_one_line_and_exit_code_2(tmp_path, override, message):
+def test_bad_input_is_one_line_and_exit_code_2(tmp_path, tiny_cache, override, message):
     (tmp_path / "empty").mkdir()
     extra = [override.format(tmp=tmp_path), f"hydra.run.dir={tmp_path / 'run'}"]
     if override.startswith("autoencoder"):
         extra.append(f"autoencoder.pretrained={tmp_path}/no-vae")
-    result = run_script("train.py", "stage=1", "experiment=tiny", f"paths.cache_dir={tmp_path / 'cache'}", *extra)
+    result = run_script("train.py", "stage=1", "experiment=tiny", f"paths.cache_dir={tiny_cache}", *extra)
     assert result.returncode == 2, result.stderr[-2000:]
     lines = [line for line in result.stderr.strip().splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and message in lines[0]
@@ -133,8 +133,8 @@ def test_unknown_stage_is_a_clear_error(tmp_path):
     assert result.returncode == 2 and "stage=7 is not available" in result.stderr
 
 
-def test_trainer_state_file_is_plain_json(tmp_path):
-    train(tmp_path)
+def test_trainer_state_file_is_plain_json(tmp_path, tiny_cache):
+    train(tmp_path, tiny_cache)
     state = json.loads((tmp_path / "run" / "checkpoints" / "checkpoint-00000004" / "trainer_state.json").read_text())
     assert state["step"] == 4 and set(state["ema_steps"]) == {"semantic_encoder", "unet"}
     assert not any(name.endswith(".pkl") and "custom" in name

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import random
 import shutil
 from pathlib import Path
 
@@ -55,7 +54,8 @@ def load_image(path: str | Path, resolution: int | None = None) -> torch.Tensor:
 
 
 class ImageFolderDataset(Dataset):
-    """Images under `root` as dicts {"image": (3, R, R) in [-1, 1], "index": int[, "latent": Z0]}."""
+    """Images under `root` as dicts {"image": (3, R, R) in [-1, 1], "index": file index[, "latent": Z0]};
+    with `hflip` every image also appears mirrored (twice the length)."""
 
     def __init__(self, root: str | Path, resolution: int, hflip: bool = True, latent_cache: str | None = None,
                  max_images: int | None = None):
@@ -74,19 +74,21 @@ class ImageFolderDataset(Dataset):
         self.latents = LatentCache(latent_cache, self.root) if latent_cache else None
 
     def __len__(self) -> int:
-        return len(self.files)
+        # Horizontal flips (DiffAE's augmentation) as mirrored copies: index i >= N is image i - N mirrored.
+        # The choice is then part of the seeded shuffle, not of a global RNG, so resumed runs replay exactly.
+        return 2 * len(self.files) if self.hflip else len(self.files)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor | int]:
-        path = self.files[index]
+        flip, file_index = divmod(index, len(self.files))
+        path = self.files[file_index]
         try:
             image = load_image(path, self.resolution)
         except (OSError, UnidentifiedImageError, ValueError) as err:
-            log.warning("cannot decode %s (%s); using another image", path, err)
-            return self[random.randrange(len(self))]
-        flip = self.hflip and random.random() < 0.5
-        item: dict[str, torch.Tensor | int] = {"image": image.flip(-1) if flip else image, "index": index}
+            log.warning("cannot decode %s (%s); using the next image", path, err)
+            return self[(index + 1) % len(self)]
+        item: dict[str, torch.Tensor | int] = {"image": image.flip(-1) if flip else image, "index": file_index}
         if self.latents is not None:
-            item["latent"] = self.latents.get(path, flipped=flip)
+            item["latent"] = self.latents.get(path, flipped=bool(flip))
         return item
 
 

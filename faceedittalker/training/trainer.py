@@ -81,8 +81,7 @@ class Trainer:
         self.names = list(modules.trainable)
         params = list(itertools.chain.from_iterable(m.parameters() for m in modules.trainable.values()))
         optimizer = instantiate(self.tcfg.optimizer)(params)
-        warmup = max(int(self.tcfg.lr_warmup_steps), 1)
-        self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
+        self.base_lrs = [group["lr"] for group in optimizer.param_groups]
 
         prepared = acc.prepare(*modules.trainable.values(), optimizer, loader)
         self.models = dict(zip(self.names, prepared[: len(self.names)], strict=True))
@@ -124,8 +123,6 @@ class Trainer:
             ema.shadow_params = [ema_weights[f"{name}.{i}"].to(self.accelerator.device)
                                  for i in range(len(ema.shadow_params))]
             ema.optimization_step = state["ema_steps"][name]
-        self.lr_scheduler.last_epoch = self.step - 1
-        self.lr_scheduler.step()
         log.info("resumed from %s at step %d", path, self.step)
 
     def _save_checkpoint(self) -> None:
@@ -143,6 +140,14 @@ class Trainer:
             self.export()
             log.info("saved %s", path)
         acc.wait_for_everyone()
+
+    def _set_learning_rate(self) -> float:
+        """Linear warm-up over `lr_warmup_steps`, then constant (DiffAE). A function of the step alone, so a
+        resumed run needs no scheduler state."""
+        factor = min(1.0, (self.step + 1) / max(int(self.tcfg.lr_warmup_steps), 1))
+        for group, base in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
+            group["lr"] = base * factor
+        return self.base_lrs[0] * factor
 
     def _with_ema(self, fn):
         """Run fn with the EMA weights swapped into the (unwrapped) trainable modules."""
@@ -215,6 +220,7 @@ class Trainer:
             if done_in_epoch:  # resuming mid-epoch: skip what the killed run already consumed
                 loader = acc.skip_first_batches(self.loader, done_in_epoch * tcfg.gradient_accumulation_steps)
             for batch in loader:
+                lr = self._set_learning_rate()
                 with acc.accumulate(*self.models.values()):
                     loss = self.stage.training_step(batch, {**self.models, **self.frozen})
                     if not torch.isfinite(loss):
@@ -226,7 +232,6 @@ class Trainer:
                     self.optimizer.zero_grad(set_to_none=True)
                 if not acc.sync_gradients:
                     continue
-                self.lr_scheduler.step()
                 for name, model in self.models.items():
                     self.emas[name].step(acc.unwrap_model(model).parameters())
                 self.step += 1
@@ -234,7 +239,7 @@ class Trainer:
                 loss_value = loss.detach().item()
                 progress.set_postfix(loss=f"{loss_value:.4f}")
                 if self.step % tcfg.log_every == 0 or self.step == tcfg.max_steps:
-                    acc.log({"loss": loss_value, "lr": self.lr_scheduler.get_last_lr()[0]}, step=self.step)
+                    acc.log({"loss": loss_value, "lr": lr}, step=self.step)
                 if self.step % tcfg.checkpoint_every == 0 or self.step == tcfg.max_steps:
                     self._save_checkpoint()
                 if acc.is_main_process and (self.step % tcfg.sample_every == 0 or self.step == tcfg.max_steps):
