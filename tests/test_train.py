@@ -139,3 +139,42 @@ def test_trainer_state_file_is_plain_json(tmp_path, tiny_cache):
     assert state["step"] == 4 and set(state["ema_steps"]) == {"semantic_encoder", "unet"}
     assert not any(name.endswith(".pkl") and "custom" in name
                    for name in os.listdir(tmp_path / "run" / "checkpoints" / "checkpoint-00000004"))
+
+
+def test_tensorboard_logger_writes_event_files(tmp_path, tiny_cache):
+    train(tmp_path, tiny_cache, "logger=tensorboard")
+    events = list((tmp_path / "run" / "logs").rglob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 0
+
+
+def test_gradient_accumulation_counts_optimiser_steps(tmp_path, tiny_cache):
+    _, run_dir = train(tmp_path, tiny_cache, "trainer.gradient_accumulation_steps=2")
+    names = [p.name for p in ckpt.list_checkpoints(run_dir / "checkpoints")]
+    assert names == ["checkpoint-00000002", "checkpoint-00000004"]
+
+
+def test_cache_latents_script_then_training_reads_the_cache(tmp_path, tiny_cache):
+    faces = tmp_path / "faces"
+    from faceedittalker.data.portraits import ensure_real_face_folder
+
+    ensure_real_face_folder(faces, count=8, resolution=32)
+    cache = tmp_path / "latents"
+    done = run_script("cache_latents.py", f"data.root={faces}", "autoencoder=identity", "resolution=32",
+                      f"output={cache}", "batch_size=3")
+    assert done.returncode == 0, done.stderr[-2000:]
+    index = json.loads((cache / "index.json").read_text())
+    assert len(index["files"]) == 8 and index["autoencoder"] == {"kind": "identity"}
+    # Stage 1 on the FFHQ-style folder with cached Z0 (the identity E_img keeps the test cheap).
+    overrides = [o for o in tiny_overrides(tiny_cache) if not o.startswith("data.root.count")]
+    cfg = compose_train_config([*overrides, "data=ffhq", f"data.root={faces}", f"data.latent_cache={cache}"])
+    stage = STAGES[1](cfg)
+    assert "latent" in stage.build_dataset()[0]
+    export = Trainer(cfg, stage, tmp_path / "run").fit()
+    assert (export / "unet" / "config.json").is_file()
+
+
+def test_cache_latents_script_rejects_a_missing_folder(tmp_path):
+    done = run_script("cache_latents.py", f"data.root={tmp_path}/nope", "autoencoder=identity",
+                      f"output={tmp_path}/latents")
+    assert done.returncode == 2 and "dataset folder not found" in done.stderr
+    assert not (tmp_path / "latents").exists()

@@ -98,7 +98,7 @@ class Trainer:
                 log.info("%s: %.2fM trainable parameters", name, count / 1e6)
             logger = self.cfg.get("logger") or {}
             init_kwargs = logger.get("init_kwargs")
-            acc.init_trackers(self.stage.name, config=OmegaConf.to_container(self.cfg, resolve=True),
+            acc.init_trackers(self.stage.name, config=_flat_config(self.cfg),
                               init_kwargs=OmegaConf.to_container(init_kwargs, resolve=True) if init_kwargs else {})
 
     # ----- checkpoints -----------------------------------------------------------------------------------
@@ -249,3 +249,18 @@ class Trainer:
         progress.close()
         acc.end_training()
         return self.run_dir / "export"
+
+
+def _flat_config(cfg: DictConfig) -> dict[str, int | float | str | bool]:
+    """The run config as `{"trainer.optimizer.lr": 1e-4, ...}` with scalar values, as trackers want it."""
+    flat: dict[str, int | float | str | bool] = {}
+
+    def visit(node, prefix: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                visit(value, f"{prefix}{key}.")
+        else:
+            flat[prefix[:-1]] = node if isinstance(node, int | float | str | bool) else str(node)
+
+    visit(OmegaConf.to_container(cfg, resolve=True), "")
+    return flat
