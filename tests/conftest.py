@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-import os
+from pathlib import Path
 
-# Idle OpenMP threads sleep instead of spinning: keeps CPU runs sane when processes share the 2 cores
-# (a training subprocess beside the test process). Must be set before torch loads libgomp.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-from pathlib import Path  # noqa: E402
-
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import pytest
+import torch
 
 torch.set_num_threads(2)
 

@@ -97,9 +97,11 @@ class Trainer:
                 count = sum(p.numel() for p in model.parameters())
                 log.info("%s: %.2fM trainable parameters", name, count / 1e6)
             logger = self.cfg.get("logger") or {}
-            init_kwargs = logger.get("init_kwargs")
-            acc.init_trackers(self.stage.name, config=_flat_config(self.cfg),
-                              init_kwargs=OmegaConf.to_container(init_kwargs, resolve=True) if init_kwargs else {})
+            init_kwargs = OmegaConf.to_container(logger.get("init_kwargs") or OmegaConf.create(), resolve=True)
+            if logger.get("log_with") == "wandb":  # keep wandb's files in the run folder, not the cwd
+                (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
+                init_kwargs.setdefault("wandb", {}).setdefault("dir", str(self.run_dir / "logs"))
+            acc.init_trackers(self.stage.name, config=_flat_config(self.cfg), init_kwargs=init_kwargs)
 
     # ----- checkpoints -----------------------------------------------------------------------------------
     def _resume(self) -> None:
