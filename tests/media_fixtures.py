@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import av
 import numpy as np
 from PIL import Image
 
@@ -25,7 +26,6 @@ def speech_path(name: str = "en_male") -> Path:
 
 def write_audio(path: Path, waveform: np.ndarray, sample_rate: int, codec: str | None = None) -> Path:
     """Encode float audio (N,) mono or (N, C) with PyAV: wav (pcm_s16le), mp3, m4a (aac), flac, ogg (opus)."""
-    import av
 
     waveform = np.asarray(waveform, dtype=np.float32)
     if waveform.ndim == 1:
@@ -35,15 +35,20 @@ def write_audio(path: Path, waveform: np.ndarray, sample_rate: int, codec: str |
     codec = codec or codecs[path.suffix]
     with av.open(str(path), "w") as container:
         stream = container.add_stream(codec, rate=sample_rate, layout="mono" if channels == 1 else "stereo")
-        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(waveform.T), format="fltp", layout=stream.layout.name)
-        frame.sample_rate = sample_rate
-        resampler = av.AudioResampler(format=stream.format.name, layout=stream.layout.name, rate=sample_rate)
-        for converted in resampler.resample(frame) + resampler.resample(None):
-            for packet in stream.encode(converted):
-                container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
+        _mux_audio(container, stream, waveform, sample_rate)
     return path
+
+
+def _mux_audio(container, stream, waveform: np.ndarray, sample_rate: int) -> None:
+    """Encode a (samples, channels) float waveform into an open PyAV audio stream and flush it."""
+    frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(waveform.T), format="fltp", layout=stream.layout.name)
+    frame.sample_rate = sample_rate
+    resampler = av.AudioResampler(format=stream.format.name, layout=stream.layout.name, rate=sample_rate)
+    for converted in resampler.resample(frame) + resampler.resample(None):
+        for packet in stream.encode(converted):
+            container.mux(packet)
+    for packet in stream.encode(None):
+        container.mux(packet)
 
 
 def tiny_wav2vec2(folder: Path) -> Path:
@@ -117,7 +122,6 @@ def write_video(
     crf: int = 18,
 ) -> Path:
     """H.264 video (+ AAC audio, (N,) or (N, C) float) with PyAV."""
-    import av
 
     with av.open(str(path), "w") as container:
         video = container.add_stream("libx264", rate=fps)
@@ -133,14 +137,7 @@ def write_video(
         for packet in video.encode(None):
             container.mux(packet)
         if audio is not None:
-            samples = av.AudioFrame.from_ndarray(np.ascontiguousarray(audio.T), format="fltp", layout=sound.layout.name)
-            samples.sample_rate = audio_rate
-            resampler = av.AudioResampler(format=sound.format.name, layout=sound.layout.name, rate=audio_rate)
-            for chunk in resampler.resample(samples) + resampler.resample(None):
-                for packet in sound.encode(chunk):
-                    container.mux(packet)
-            for packet in sound.encode(None):
-                container.mux(packet)
+            _mux_audio(container, sound, audio, audio_rate)
     return path
 
 

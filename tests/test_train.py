@@ -178,3 +178,17 @@ def test_cache_latents_script_rejects_a_missing_folder(tmp_path):
                       f"output={tmp_path}/latents")
     assert done.returncode == 2 and "dataset folder not found" in done.stderr
     assert not (tmp_path / "latents").exists()
+
+
+def test_two_process_data_parallel_run_on_cpu_shares_one_run_folder(tmp_path, tiny_cache):
+    # What `accelerate launch` / torchrun does on GPUs, here with gloo on the CPU: 2 ranks, global batch 4.
+    run_dir = tmp_path / "run"
+    args = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+            str(REPO_ROOT / "scripts" / "train.py"), *tiny_overrides(tiny_cache), "trainer.cpu=true",
+            f"hydra.run.dir={run_dir}"]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    last = ckpt.latest_checkpoint(run_dir / "checkpoints")
+    assert last.name == "checkpoint-00000004"
+    assert {p.name for p in last.glob("random_states_*.pkl")} == {"random_states_0.pkl", "random_states_1.pkl"}
+    assert (run_dir / "export" / "unet" / "diffusion_pytorch_model.safetensors").is_file()

@@ -121,7 +121,8 @@ def _load_vae(pretrained: str, subfolder: str | None, local_files_only: bool = F
         source = str(path) if path.exists() else pretrained
         return AutoencoderKL.from_pretrained(source, subfolder=subfolder, local_files_only=local_files_only)
     except (OSError, ValueError) as err:
+        where = "the folder" if path.exists() else "the hub (or its local cache)"
         raise InputError(
-            f"could not load the VAE from '{pretrained}': {str(err).splitlines()[0]} "
+            f"could not load the VAE '{pretrained}' from {where}: {str(err).splitlines()[0]} "
             "(pass a local folder with config.json and weights as autoencoder.pretrained=DIR)"
         ) from err
