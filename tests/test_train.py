@@ -192,3 +192,11 @@ def test_two_process_data_parallel_run_on_cpu_shares_one_run_folder(tmp_path, ti
     assert last.name == "checkpoint-00000004"
     assert {p.name for p in last.glob("random_states_*.pkl")} == {"random_states_0.pkl", "random_states_1.pkl"}
     assert (run_dir / "export" / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+
+
+def test_resuming_with_a_changed_model_is_a_clear_error(tmp_path, tiny_cache):
+    train(tmp_path, tiny_cache)
+    result = run_script("train.py", *tiny_overrides(tiny_cache), "unet.base_channels=16",
+                        "trainer.max_steps=6", f"hydra.run.dir={tmp_path / 'run'}")
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "does not fit this configuration" in result.stderr and "Traceback" not in result.stderr

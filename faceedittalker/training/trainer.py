@@ -117,7 +117,11 @@ class Trainer:
             path = Path(resume).expanduser()
             if not (path / ckpt.STATE_FILE).is_file():
                 raise InputError(f"checkpoint not found or incomplete: {path}")
-        self.accelerator.load_state(str(path))
+        try:
+            self.accelerator.load_state(str(path))
+        except (RuntimeError, KeyError, ValueError) as err:  # e.g. the model config changed since it was saved
+            raise InputError(f"{path} does not fit this configuration ({str(err).splitlines()[0][:200]}); use "
+                             "another hydra.run.dir or trainer.resume=null to start afresh") from err
         state = ckpt.read_state(path)
         self.step = int(state["step"])
         ema_weights = ckpt.load_tensors(path / "ema.safetensors")
