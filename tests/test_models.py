@@ -118,3 +118,14 @@ def test_sd_vae_architecture_is_built_with_random_weights_when_asked(tmp_path):
     ae = build_autoencoder(kind="vae", pretrained=str(tmp_path / "nope"), random_init=True)
     assert ae.latent_channels == 4 and ae.downsample_factor == 8 and ae.scaling_factor == pytest.approx(0.18215)
     assert 80e6 < sum(p.numel() for p in ae.parameters()) < 86e6  # SD-VAE: 83.7M parameters
+
+
+def test_vae_description_rebuilds_the_same_vae_from_any_directory(tiny_vae_dir, monkeypatch, tmp_path):
+    monkeypatch.chdir(tiny_vae_dir.parent)
+    ae = build_autoencoder(kind="vae", pretrained=tiny_vae_dir.name)  # a relative path
+    description = ae.describe()
+    assert description["pretrained"] == str(tiny_vae_dir.resolve())
+    monkeypatch.chdir(tmp_path)
+    again = build_autoencoder(**description)
+    x = torch.rand(1, 3, 16, 16) * 2 - 1
+    torch.testing.assert_close(again.encode(x), ae.encode(x))

@@ -200,3 +200,25 @@ def test_resuming_with_a_changed_model_is_a_clear_error(tmp_path, tiny_cache):
                         "trainer.max_steps=6", f"hydra.run.dir={tmp_path / 'run'}")
     assert result.returncode == 2, result.stderr[-2000:]
     assert "does not fit this configuration" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_stage1_in_the_latent_space_of_a_vae(tmp_path, tiny_cache):
+    # The paper's path (E_img = AutoencoderKL) with a tiny random VAE saved locally: 32 px -> 4 x 16 x 16.
+    from diffusers import AutoencoderKL
+
+    vae_dir = tmp_path / "vae"
+    AutoencoderKL(block_out_channels=(8, 16), down_block_types=("DownEncoderBlock2D",) * 2,
+                  up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, norm_num_groups=4,
+                  layers_per_block=1, sample_size=32, scaling_factor=0.5).save_pretrained(vae_dir)
+    export, run_dir = train(tmp_path, tiny_cache, "autoencoder=sd_vae", f"autoencoder.pretrained={vae_dir}",
+                            "diffusion.clip_sample=false")
+    space = ImageFeatureSpace.from_pretrained(export)
+    assert space.unet.config.in_channels == 4 and space.unet.config.sample_size == 16
+    assert space.latent_shape(2) == (2, 4, 16, 16)
+    faces = torch.rand(2, 3, 32, 32) * 2 - 1
+    z_sem = space.encode_semantic(faces)
+    z_T = space.encode_stochastic(faces, z_sem, steps=2)
+    assert z_T.shape == (2, 4, 16, 16)
+    assert space.decode(z_T, z_sem, steps=2).shape == (2, 3, 32, 32)
+    grid = np.asarray(Image.open(run_dir / "samples" / "step-00000004.png"))
+    assert grid.shape == (2 * 34 + 2, 3 * 34 + 2, 3)

@@ -65,8 +65,7 @@ class ImageFolderDataset(Dataset):
         candidates = list_images(self.root)
         self.files = [p for p in candidates if _is_image(p)]
         self.num_skipped = len(candidates) - len(self.files)
-        if self.num_skipped:
-            log.warning("skipped %d unreadable files in %s", self.num_skipped, self.root)
+        log.info("%d images in %s (%d unreadable files skipped)", len(self.files), self.root, self.num_skipped)
         if not self.files:
             raise InputError(f"none of the {len(candidates)} image files in {self.root} can be read")
         if max_images:

@@ -50,10 +50,12 @@ class IdentityAutoencoder(nn.Module):
 class LatentAutoencoder(nn.Module):
     """Wraps `diffusers.AutoencoderKL`; latents are scaled by the VAE's own `scaling_factor`."""
 
-    def __init__(self, vae: AutoencoderKL, source: str | None = None, decode_batch_size: int = 8):
+    def __init__(self, vae: AutoencoderKL, source: str | None = None, subfolder: str | None = None,
+                 decode_batch_size: int = 8):
         super().__init__()
         self.vae = vae.eval().requires_grad_(False)
         self.source = source
+        self.subfolder = subfolder
         self.decode_batch_size = decode_batch_size
         self.scaling_factor = float(vae.config.scaling_factor)
         self.shift_factor = float(getattr(vae.config, "shift_factor", None) or 0.0)
@@ -76,7 +78,7 @@ class LatentAutoencoder(nn.Module):
         return torch.cat(chunks)
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": "vae", "pretrained": self.source}
+        return {"kind": "vae", "pretrained": self.source, "subfolder": self.subfolder}
 
 
 def build_autoencoder(
@@ -101,7 +103,10 @@ def build_autoencoder(
     if pretrained is not None:
         try:
             vae = _load_vae(pretrained, subfolder, local_files_only=random_init)
-            return LatentAutoencoder(vae, source=pretrained, decode_batch_size=decode_batch_size)
+            # A local folder is remembered as an absolute path, so exports load from any working directory.
+            local = Path(pretrained).expanduser()
+            source = str(local.resolve()) if local.exists() else pretrained
+            return LatentAutoencoder(vae, source=source, subfolder=subfolder, decode_batch_size=decode_batch_size)
         except InputError:
             if not random_init:
                 raise
