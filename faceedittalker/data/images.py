@@ -160,3 +160,33 @@ def write_latent_cache(image_root: str | Path, autoencoder: torch.nn.Module, res
     shutil.rmtree(output, ignore_errors=True)
     os.replace(tmp, output)
     return output
+
+
+class LabelledImageDataset(ImageFolderDataset):
+    """Faces with the 40 CelebA labels (CelebA-HQ layout): {"image", "index", "labels": (A,) float in {0, 1}}.
+
+    `attribute_file` defaults to `<root>/CelebAMask-HQ-attribute-anno.txt`; rows are matched by file name.
+    Images without a row are skipped and counted. With `hflip`, mirrored copies keep their labels.
+    """
+
+    def __init__(self, root: str | Path, resolution: int, attribute_file: str | None = None, hflip: bool = False,
+                 max_images: int | None = None):
+        from faceedittalker.data.attributes import ATTRIBUTE_FILE_NAME, read_attribute_file
+
+        super().__init__(root, resolution, hflip=hflip)
+        label_path = Path(attribute_file).expanduser() if attribute_file else self.root / ATTRIBUTE_FILE_NAME
+        if not label_path.is_file():
+            raise InputError(f"attribute file not found: {label_path} (set attribute_data.attribute_file=FILE)")
+        self.names, rows = read_attribute_file(label_path)
+        labelled = [p for p in self.files if p.name in rows]
+        self.num_unlabelled = len(self.files) - len(labelled)
+        if not labelled:
+            raise InputError(f"no image in {self.root} has a row in {label_path}")
+        self.files = labelled[:max_images] if max_images else labelled
+        self.labels = torch.tensor(np.stack([rows[p.name] for p in self.files]) > 0, dtype=torch.float32)
+        log.info("%d labelled images (%d without a label row skipped)", len(self.files), self.num_unlabelled)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor | int]:
+        item = super().__getitem__(index)
+        item["labels"] = self.labels[item["index"]]
+        return item

@@ -2,7 +2,8 @@
 
 from faceedittalker.stages.base import Stage, StageModules
 from faceedittalker.stages.stage1 import Stage1
+from faceedittalker.stages.stage2 import Stage2
 
-STAGES: dict[int, type[Stage]] = {1: Stage1}
+STAGES: dict[int, type[Stage]] = {1: Stage1, 2: Stage2}
 
-__all__ = ["STAGES", "Stage", "StageModules", "Stage1"]
+__all__ = ["STAGES", "Stage", "StageModules", "Stage1", "Stage2"]

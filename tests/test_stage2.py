@@ -1,0 +1,114 @@
+"""Stage 2 (Alg. 2): the linear attribute classifier, Eq. 3 edits, labelled image folders, the stage itself."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from helpers import compose_train_config, run_script, tiny_overrides
+from PIL import Image
+
+from faceedittalker.data.attributes import write_attribute_file
+from faceedittalker.data.images import LabelledImageDataset
+from faceedittalker.data.portraits import real_face_crops
+from faceedittalker.errors import InputError
+from faceedittalker.models.attributes import AttributeClassifier
+from faceedittalker.stages import STAGES
+from faceedittalker.training.trainer import Trainer
+
+NAMES = ["Eyeglasses", "Smiling", "Young"]
+
+
+def test_edit_moves_the_standardised_code_by_alpha_sqrt_d_along_the_direction():
+    torch.manual_seed(0)
+    clf = AttributeClassifier(names=NAMES, z_dim=16)
+    clf.set_statistics(torch.randn(100, 16) * 3 + 1)
+    z = torch.randn(4, 16) * 3 + 1
+    edited = clf.edit(z, {"Smiling": 0.25})
+    step = clf.standardise(edited) - clf.standardise(z)
+    torch.testing.assert_close(step.norm(dim=1), torch.full((4,), 0.25 * math.sqrt(16)))
+    torch.testing.assert_close(step / step.norm(dim=1, keepdim=True), clf.direction("Smiling").expand(4, -1))
+    # Moving along w raises that attribute's logit, and alpha = 0 changes nothing.
+    assert (clf(edited)[:, 1] > clf(z)[:, 1]).all()
+    torch.testing.assert_close(clf.edit(z, {"Smiling": 0.0}), z)
+    both = clf.edit(z, {"Smiling": 0.25, "Young": -0.5})
+    torch.testing.assert_close(both, clf.edit(clf.edit(z, {"Smiling": 0.25}), {"Young": -0.5}))
+
+
+def test_bad_edits_are_input_errors():
+    clf = AttributeClassifier(names=NAMES, z_dim=8)
+    with pytest.raises(InputError, match="unknown attribute 'Glasses'.*Eyeglasses"):
+        clf.edit(torch.zeros(1, 8), {"Glasses": 0.3})
+    with pytest.raises(InputError, match="out of range"):
+        clf.edit(torch.zeros(1, 8), {"Eyeglasses": 1.5})
+
+
+def test_classifier_recovers_a_planted_attribute_direction():
+    # z ~ N(0, I); the label is the sign of a hidden direction (plus noise): C's weight row must find it.
+    gen = torch.Generator().manual_seed(0)
+    z = torch.randn(2000, 16, generator=gen)
+    w_true = torch.randn(16, generator=gen)
+    labels = ((z @ w_true + 0.3 * torch.randn(2000, generator=gen)) > 0).float()[:, None]
+    clf = AttributeClassifier(names=["Eyeglasses"], z_dim=16)
+    clf.set_statistics(z)
+    opt = torch.optim.Adam(clf.parameters(), lr=1e-2)
+    for _ in range(300):
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(clf(z), labels)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    w_std = w_true * clf.z_std  # the same direction in standardised coordinates
+    cosine = torch.dot(clf.direction("Eyeglasses"), w_std / w_std.norm()).item()
+    assert cosine > 0.95
+
+
+def test_classifier_round_trips_through_save_pretrained(tmp_path):
+    clf = AttributeClassifier(names=NAMES, z_dim=8)
+    clf.set_statistics(torch.randn(50, 8) * 2)
+    clf.save_pretrained(tmp_path / "c")
+    loaded = AttributeClassifier.from_pretrained(tmp_path / "c")
+    assert loaded.names == NAMES
+    z = torch.randn(3, 8)
+    torch.testing.assert_close(loaded(z), clf(z))
+    torch.testing.assert_close(loaded.z_std, clf.z_std)
+
+
+def test_labelled_folder_matches_rows_by_file_name(tmp_path):
+    faces = real_face_crops(3, 16)
+    for i, face in enumerate(faces):
+        Image.fromarray(face).save(tmp_path / f"{i}.jpg")
+    write_attribute_file(tmp_path / "CelebAMask-HQ-attribute-anno.txt", NAMES,
+                         {"0.jpg": [1, -1, 1], "2.jpg": [-1, 1, 1], "9.jpg": [1, 1, 1]})
+    ds = LabelledImageDataset(tmp_path, 16)
+    assert len(ds) == 2 and ds.num_unlabelled == 1 and ds.names == NAMES
+    assert ds[0]["labels"].tolist() == [1.0, 0.0, 1.0] and ds[1]["labels"].tolist() == [0.0, 1.0, 1.0]
+    mirrored = LabelledImageDataset(tmp_path, 16, hflip=True)
+    assert mirrored[3]["labels"].tolist() == [0.0, 1.0, 1.0]  # the mirror of 2.jpg keeps its labels
+    with pytest.raises(InputError, match="attribute file not found"):
+        LabelledImageDataset(tmp_path, 16, attribute_file=str(tmp_path / "missing.txt"))
+
+
+def test_stage2_trains_on_the_codes_of_a_stage1_export(tmp_path, tiny_cache):
+    cfg1 = compose_train_config(tiny_overrides(tiny_cache))
+    stage1_export = Trainer(cfg1, STAGES[1](cfg1), tmp_path / "stage1").fit()
+    cfg2 = compose_train_config(tiny_overrides(tiny_cache, "stage=2", f"stage2.feature_space={stage1_export}",
+                                              "attribute_data.root.count=64", "stage2.num_preview_images=2"))
+    run_dir = tmp_path / "stage2"
+    export = Trainer(cfg2, STAGES[2](cfg2), run_dir).fit()
+    clf = AttributeClassifier.from_pretrained(export / "attribute_classifier")
+    assert len(clf.names) == 40 and clf.config.z_dim == 64
+    report = json.loads((export / "attribute_accuracy.json").read_text())
+    assert set(report["per_attribute"]) == set(clf.names)
+    assert all(v is None or 0 <= v <= 1 for v in report["per_attribute"].values())
+    # Grid: 2 preview faces x (input, reconstruction, 3 edits) at 32 px.
+    grid = np.asarray(Image.open(run_dir / "samples" / "step-00000004.png"))
+    assert grid.shape == (2 * 34 + 2, 5 * 34 + 2, 3)
+
+
+def test_stage2_without_a_stage1_model_is_a_clear_error(tmp_path, tiny_cache):
+    result = run_script("train.py", *tiny_overrides(tiny_cache, "stage=2"), f"hydra.run.dir={tmp_path / 'run'}")
+    assert result.returncode == 2 and "stage2.feature_space" in result.stderr
+    assert "Traceback" not in result.stderr
