@@ -37,6 +37,8 @@ def main(cfg: DictConfig) -> None:
     grid.save(cfg.output)
     print(f"PSNR reconstruction (z_sem + inverted Z_T): {result['psnr_inversion']:.2f} dB")
     print(f"PSNR decode of random noise (same z_sem):   {result['psnr_random']:.2f} dB")
+    print(f"denoising error with another face's z_sem:  {100 * result['z_sem_use']:+.1f} % at t=500 "
+          "(0 = z_sem ignored)")
     print(f"wrote {cfg.output}")
 
 

@@ -21,9 +21,11 @@ def test_overfitted_tiny_model_reconstructs_real_faces_through_inversion(tmp_pat
     space = ImageFeatureSpace.from_pretrained(export)
     faces = torch.from_numpy(real_face_crops(4, 32)).permute(0, 3, 1, 2).float() / 127.5 - 1
     result = reconstruction_check(space, faces, steps=20)
-    print(f"PSNR inversion {result['psnr_inversion']:.2f} dB, random {result['psnr_random']:.2f} dB")
+    print(f"PSNR inversion {result['psnr_inversion']:.2f} dB, random {result['psnr_random']:.2f} dB, "
+          f"z_sem use {result['z_sem_use']:+.3f}")
     assert result["psnr_inversion"] > 24
     assert result["psnr_inversion"] > result["psnr_random"] + 10
+    assert result["z_sem_use"] > 0.01  # another face's z_sem makes the denoiser measurably worse
     recon = result["images"][1]
     assert recon.shape == faces.shape
 
