@@ -23,7 +23,10 @@ class StageModules:
 
 
 class Stage(ABC):
-    """One training stage: what to build, what one step computes, what to show and what to export."""
+    """One training stage: what to build, what one step computes, what to show and what to export.
+
+    The trainer calls `build_dataset` before `build_modules`, so a stage may derive module settings from its
+    data (stage 2 standardises z_sem with the statistics of its training codes)."""
 
     name: str = "stage"
 

@@ -68,7 +68,8 @@ class Stage2(Stage):
         every = max(int(round(1 / self.cfg.stage2.val_fraction)), 2) if self.cfg.stage2.val_fraction else 0
         held_out = (image_index % every == 0) if every else torch.zeros(len(z_sem), dtype=torch.bool)
         self.val_codes, self.val_labels = z_sem[held_out], labels[held_out]
-        self.preview_images = torch.stack([images[i]["image"] for i in range(self.cfg.stage2.num_preview_images)])
+        previews = range(min(self.cfg.stage2.num_preview_images, len(images.files)))
+        self.preview_images = torch.stack([images[i]["image"] for i in previews])
         self.train_codes = z_sem[~held_out]
         train = CodeDataset(self.train_codes, labels[~held_out])
         log.info("stage 2: %d training codes, %d held out, %d attributes", len(train), len(self.val_codes),
