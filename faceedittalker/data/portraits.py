@@ -36,6 +36,8 @@ def lfw_faces(count: int, resolution: int) -> np.ndarray:
     """The first `count` faces of scikit-image's LFW subset (25 x 25 grey), as RGB (N, R, R, 3) uint8."""
     from skimage.data import lfw_subset
 
+    if count <= 0:
+        return np.zeros((0, resolution, resolution, 3), dtype=np.uint8)
     faces = lfw_subset()[:count]  # (N, 25, 25) float in [0, 1]
     out = [np.asarray(Image.fromarray((f * 255).astype(np.uint8)).resize((resolution, resolution),
                                                                         Image.Resampling.BICUBIC)) for f in faces]
