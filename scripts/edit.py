@@ -6,18 +6,16 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
-from PIL import Image
 
 from faceedittalker.data.images import load_image
 from faceedittalker.errors import InputError, exit_on_input_error
 from faceedittalker.models.attributes import AttributeClassifier
 from faceedittalker.models.feature_space import ImageFeatureSpace
-from faceedittalker.utils.images import image_grid
+from faceedittalker.utils.images import save_grid
 
 
 def load_attribute_library(path: str) -> AttributeClassifier:
@@ -47,13 +45,7 @@ def main(cfg: DictConfig) -> None:
     edited_z = library.edit(z_sem, {str(k): float(v) for k, v in edits.items()})  # checks names and alphas
     z_T = space.encode_stochastic(image, z_sem, cfg.steps)
     columns = [image, space.decode(z_T, z_sem, cfg.steps), space.decode(z_T, edited_z, cfg.steps)]
-    picture = Image.fromarray(image_grid(columns))
-    if cfg.zoom > 1:
-        picture = picture.resize((picture.width * cfg.zoom, picture.height * cfg.zoom), Image.Resampling.NEAREST)
-    output = Path(cfg.output)
-    tmp = output.with_name(f".{output.name}.tmp{output.suffix}")
-    picture.save(tmp)
-    os.replace(tmp, output)  # never a half-written picture
+    output = save_grid(columns, cfg.output, cfg.zoom)
     print(f"wrote {output} (input | reconstruction | {', '.join(f'{k} {v:+g}' for k, v in edits.items())})")
 
 

@@ -11,13 +11,12 @@ from __future__ import annotations
 import hydra
 import torch
 from omegaconf import DictConfig
-from PIL import Image
 
 from faceedittalker.data.images import ImageFolderDataset
 from faceedittalker.data.portraits import real_face_crops
 from faceedittalker.errors import exit_on_input_error
 from faceedittalker.models.feature_space import ImageFeatureSpace, reconstruction_check
-from faceedittalker.utils.images import image_grid
+from faceedittalker.utils.images import save_grid
 
 
 @hydra.main(config_path="../configs", config_name="reconstruct", version_base="1.3")
@@ -31,10 +30,7 @@ def main(cfg: DictConfig) -> None:
         faces = torch.from_numpy(real_face_crops(cfg.count, space.resolution, cfg.seed))
         images = faces.permute(0, 3, 1, 2).float() / 127.5 - 1
     result = reconstruction_check(space, images.to(cfg.device), seed=cfg.seed, steps=cfg.steps)
-    grid = Image.fromarray(image_grid(list(result["images"])))
-    if cfg.zoom > 1:  # tiny models work at 32 px: enlarge the picture, not the model
-        grid = grid.resize((grid.width * cfg.zoom, grid.height * cfg.zoom), Image.Resampling.NEAREST)
-    grid.save(cfg.output)
+    save_grid(list(result["images"]), cfg.output, cfg.zoom)
     print(f"PSNR reconstruction (z_sem + inverted Z_T): {result['psnr_inversion']:.2f} dB")
     print(f"PSNR decode of random noise (same z_sem):   {result['psnr_random']:.2f} dB")
     print(f"denoising error with another face's z_sem:  {100 * result['z_sem_use']:+.1f} % at t=500 "

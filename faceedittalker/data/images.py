@@ -21,6 +21,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from faceedittalker.errors import InputError
+from faceedittalker.utils.files import find_files
 
 log = logging.getLogger(__name__)
 
@@ -30,13 +31,7 @@ CACHE_INDEX = "index.json"
 
 def list_images(root: str | Path) -> list[Path]:
     """All image files under `root`, sorted; a missing or image-less folder is an `InputError`."""
-    root = Path(root).expanduser()
-    if not root.is_dir():
-        raise InputError(f"dataset folder not found: {root} (set data.root=DIR)")
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
-    if not files:
-        raise InputError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found in dataset folder {root}")
-    return files
+    return find_files(root, IMAGE_EXTENSIONS, "dataset folder", "images", " (set data.root=DIR)")
 
 
 def load_image(path: str | Path, resolution: int | None = None) -> torch.Tensor:

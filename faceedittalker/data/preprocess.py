@@ -37,6 +37,7 @@ from tqdm import tqdm
 from faceedittalker.data.audio import SAMPLE_RATE, SILENCE_DBFS, VIDEO_FPS, load_audio, rms_dbfs
 from faceedittalker.data.landmarks import DEFAULT_MODEL_PATH, FaceLandmarker, estimate_pose
 from faceedittalker.errors import InputError
+from faceedittalker.utils.files import find_files
 
 log = logging.getLogger(__name__)
 
@@ -88,12 +89,7 @@ class VideoReport:
 
 def find_videos(root: Path) -> list[Path]:
     """Video files under `root` (any depth: HDTF's flat folder, VoxCeleb2's id/video/clip.mp4)."""
-    if not root.is_dir():
-        raise InputError(f"input folder not found: {root}")
-    videos = sorted(p for p in root.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file())
-    if not videos:
-        raise InputError(f"no videos ({', '.join(VIDEO_EXTENSIONS)}) found under {root}")
-    return videos
+    return find_files(root, VIDEO_EXTENSIONS, "input folder", "videos")
 
 
 def video_id(video: Path, root: Path) -> str:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import torch
+from PIL import Image
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -27,3 +31,16 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Per-image PSNR in dB for images in [-1, 1] (peak-to-peak 2)."""
     mse = (a.float() - b.float()).pow(2).flatten(1).mean(1)
     return 10 * torch.log10(4.0 / mse.clamp_min(1e-12))
+
+
+def save_grid(columns: list[torch.Tensor], path: str | Path, zoom: int = 1) -> Path:
+    """Write `image_grid(columns)` as a picture, enlarged `zoom` times (nearest neighbour: tiny models work at
+    32 px), through a temporary file so that no half-written picture is left behind."""
+    picture = Image.fromarray(image_grid(columns))
+    if zoom > 1:
+        picture = picture.resize((picture.width * zoom, picture.height * zoom), Image.Resampling.NEAREST)
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
+    picture.save(tmp)
+    os.replace(tmp, path)
+    return path
