@@ -1,7 +1,8 @@
-"""wav2vec2 features at the video frame rate, for one file or for every clip folder under a root.
+"""wav2vec2 (or log-mel) features at the video frame rate, for one file or for every clip folder under a root.
 
     python scripts/audio_features.py input=speech.wav output=speech.npy encoder=facebook/wav2vec2-base-960h
     python scripts/audio_features.py input=CLIPS_DIR encoder=/models/wav2vec2-base-960h
+    python scripts/audio_features.py input=CLIPS_DIR encoder=logmel80     # no weights: 80 log-mel bands
 
 A single file must be usable speech (not unreadable, not shorter than 0.2 s, not silent): otherwise one line
 `error: ...` and exit code 2, and no output file. Clip folders get `audio_features/<encoder>.npy`.
@@ -17,7 +18,7 @@ import numpy as np
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from faceedittalker.data.audio import AudioFeatureEncoder, check_speech, load_audio
+from faceedittalker.data.audio import audio_encoder_from_name, check_speech, load_audio
 from faceedittalker.errors import InputError, exit_on_input_error
 
 
@@ -30,7 +31,7 @@ def main(cfg: DictConfig) -> None:
     if source.is_file():
         waveform = load_audio(source)  # read before loading the model: bad input fails fast
         check_speech(waveform, source=str(source))
-        encoder = AudioFeatureEncoder(cfg.encoder, device=cfg.device, layer=cfg.layer, fps=cfg.fps)
+        encoder = audio_encoder_from_name(cfg.encoder, device=cfg.device, layer=cfg.layer, fps=cfg.fps)
         features = encoder(waveform).numpy()
         output = Path(cfg.output) if cfg.output else source.with_name(f"{source.stem}.{encoder.slug}.npy")
         partial = output.with_name(output.name + ".partial.npy")
@@ -41,7 +42,7 @@ def main(cfg: DictConfig) -> None:
     clips = sorted(p.parent for p in source.glob("*/audio.wav"))
     if not clips:
         raise InputError(f"no clip folders (<clip>/audio.wav) under {source}")
-    encoder = AudioFeatureEncoder(cfg.encoder, device=cfg.device, layer=cfg.layer, fps=cfg.fps)
+    encoder = audio_encoder_from_name(cfg.encoder, device=cfg.device, layer=cfg.layer, fps=cfg.fps)
     for clip in tqdm(clips, desc="audio features", unit="clip"):
         encoder.clip_features(clip)
     print(f"features of {len(clips)} clips cached as audio_features/{encoder.slug}.npy")

@@ -1,4 +1,4 @@
-"""Audio reading and wav2vec2 features on espeak-ng speech, in several formats and rates."""
+"""Audio reading, wav2vec2 and log-mel features on espeak-ng speech, in several formats and rates."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ from faceedittalker import REPO_ROOT
 from faceedittalker.data.audio import (
     SAMPLE_RATE,
     AudioFeatureEncoder,
+    MelFeatureEncoder,
+    audio_encoder_from_name,
     check_speech,
     feature_cache_path,
     load_audio,
@@ -189,3 +191,103 @@ def test_cli_writes_features_for_good_speech(encoder_dir, tmp_path):
     assert result.returncode == 0, result.stderr
     info = soundfile.info(speech_path("de_male"))
     assert np.load(output).shape == (math.ceil(info.frames / info.samplerate * 25), 32)
+
+
+# --- log-mel features (MelFeatureEncoder) ---
+
+
+@pytest.mark.parametrize("num_samples", [160, 639, 640, 641, 16000, 16001, 23456])
+def test_mel_features_have_one_row_per_video_frame(num_samples):
+    encoder = MelFeatureEncoder()
+    rng = np.random.default_rng(num_samples)
+    features = encoder(0.1 * rng.standard_normal(num_samples).astype(np.float32))
+    assert features.shape == (num_video_frames(num_samples), 80) == (math.ceil(num_samples / 640), encoder.dim)
+    assert features.dtype == torch.float32 and features.device.type == "cpu" and torch.isfinite(features).all()
+    assert encoder.encode(torch.zeros(num_samples)).shape == features.shape  # tensors work too
+    small = MelFeatureEncoder(n_mels=40)
+    assert small(np.zeros(num_samples)).shape == (features.shape[0], 40)
+
+
+def test_mel_features_follow_a_tone_burst_frame_by_frame():
+    """Silence, a burst (1 kHz tone + a little noise) over video frames 10-19, silence: row t is frame t."""
+    encoder = MelFeatureEncoder()
+    waveform = np.zeros(30 * 640, np.float32)
+    tone = 0.5 * np.sin(2 * np.pi * 1000 * np.arange(10 * 640) / SAMPLE_RATE)
+    waveform[10 * 640 : 20 * 640] = tone + 0.02 * np.random.default_rng(0).standard_normal(10 * 640)
+    features = encoder(waveform)
+    energy = features.mean(dim=1)
+    loud, silent = energy[10:20], torch.cat([energy[:10], energy[20:]])
+    assert loud.min() > silent.max() + 1.0
+    # Windows do not overlap the neighbouring frames: silence is exactly the fixed silence vector.
+    floor, offset, scale = MelFeatureEncoder.LOG_FLOOR, MelFeatureEncoder.LOG_OFFSET, MelFeatureEncoder.LOG_SCALE
+    assert torch.allclose(silent, torch.full_like(silent, (math.log10(floor) - offset) / scale))
+    # The tone is the strongest band, about 1 kHz (HTK mel: 1000 mel = band 28 of 80 over 0-2840 mel).
+    assert (features[10:20].argmax(dim=1) - 27).abs().max() <= 1
+    # Fixed normalisation: a quieter burst gives lower features (per-utterance normalisation would not).
+    assert encoder(0.1 * waveform)[10:20].mean() < features[10:20].mean() - 0.5
+    # Input at another rate gives the same frames (but the top bands: the resampler's low-pass ends at 8 kHz).
+    at_48k = encoder(resample(waveform, SAMPLE_RATE, 48000), sample_rate=48000)
+    assert torch.allclose(at_48k[:, :70], features[:, :70], atol=0.01)
+
+
+def test_mel_features_of_speech_vary_and_are_roughly_standardised():
+    features = MelFeatureEncoder().encode_file(speech_path("en_male"))
+    info = soundfile.info(speech_path("en_male"))
+    assert features.shape == (math.ceil(info.frames / info.samplerate * 25), 80)
+    assert abs(features.mean()) < 0.5 and 0.5 < features.std() < 1.5
+
+
+def test_mel_name_slug_and_clip_cache_round_trip(tmp_path):
+    encoder = MelFeatureEncoder()
+    assert encoder.name == encoder.slug == "logmel80" and encoder.dim == 80 and encoder.fps == 25
+    assert MelFeatureEncoder(n_mels=40).name == "logmel40" and MelFeatureEncoder(fps=30).slug == "logmel80-30fps"
+    assert MelFeatureEncoder(name="my/mel").slug == "my--mel"
+    clip = tmp_path / "clip0"
+    clip.mkdir()
+    soundfile.write(clip / "audio.wav", load_audio(speech_path("de_male")), SAMPLE_RATE)
+    features = encoder.clip_features(clip)
+    cache = feature_cache_path(clip, encoder.name)
+    assert cache == clip / "audio_features" / "logmel80.npy" and cache.is_file()
+    assert torch.equal(torch.from_numpy(np.load(cache)), features)
+    assert torch.allclose(features, encoder.encode_file(clip / "audio.wav"))
+    np.save(cache, np.full(features.shape, 7.0, np.float32))  # a second call reads the cache
+    assert torch.equal(encoder.clip_features(clip), torch.full(features.shape, 7.0))
+    assert not list(clip.glob("audio_features/*partial*"))
+    fresh = tmp_path / "clip1"
+    fresh.mkdir()
+    soundfile.write(fresh / "audio.wav", load_audio(speech_path("de_male")), SAMPLE_RATE)
+    encoder.clip_features(fresh, write_cache=False)
+    assert not (fresh / "audio_features").exists()
+
+
+def test_audio_encoder_configs_and_names_pick_the_encoder(encoder_dir):
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    mel = instantiate(OmegaConf.load(REPO_ROOT / "configs/audio_encoder/mel.yaml"))
+    assert isinstance(mel, MelFeatureEncoder) and mel.name == "logmel80"
+    config = OmegaConf.load(REPO_ROOT / "configs/audio_encoder/wav2vec2.yaml")
+    assert config.model_name_or_path == "facebook/wav2vec2-base-960h"
+    wav2vec2 = instantiate(config, model_name_or_path=str(encoder_dir))
+    assert isinstance(wav2vec2, AudioFeatureEncoder) and wav2vec2.dim == 32
+    assert isinstance(audio_encoder_from_name("logmel64"), MelFeatureEncoder)
+    assert audio_encoder_from_name("logmel64").dim == 64
+    assert isinstance(audio_encoder_from_name(str(encoder_dir)), AudioFeatureEncoder)
+
+
+def test_cli_writes_mel_features_for_clip_folders(tmp_path):
+    for index, name in enumerate(("en_male", "de_male")):
+        clip = tmp_path / f"clip{index}"
+        clip.mkdir()
+        soundfile.write(clip / "audio.wav", load_audio(speech_path(name)), SAMPLE_RATE)
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "scripts/audio_features.py"), f"input={tmp_path}", "encoder=logmel80"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    for index, name in enumerate(("en_male", "de_male")):
+        cached = np.load(tmp_path / f"clip{index}" / "audio_features" / "logmel80.npy")
+        info = soundfile.info(speech_path(name))
+        assert cached.shape == (math.ceil(info.frames / info.samplerate * 25), 80)

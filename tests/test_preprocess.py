@@ -114,7 +114,7 @@ def test_second_run_skips_what_is_done(raw_dir, first_run):
 
 def test_window_dataset_reads_16_frame_windows(first_run):
     output, _ = first_run
-    dataset = ClipWindowDataset(output, num_frames=16, frame_stride=2, window_step=8)
+    dataset = ClipWindowDataset(output, num_frames=16, frame_strides=2, window_step=8)
     item = dataset[0]
     assert len(dataset) == len(range(0, 75 - 31 + 1, 8))
     assert item["frames"].shape == (16, 3, 512, 512) and item["landmarks"].shape == (16, 478, 3)

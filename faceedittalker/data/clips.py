@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 import soundfile
 import torch
@@ -19,6 +21,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from faceedittalker.data.audio import SAMPLE_RATE, feature_cache_path
+from faceedittalker.data.landmarks import render_landmarks
 from faceedittalker.errors import InputError
 
 CLIP_FILES = ("audio.wav", "landmarks.npy", "meta.json")
@@ -51,20 +54,44 @@ def list_clips(root: str | os.PathLike) -> list[Path]:
 
 def read_frames(folder: str | os.PathLike, start: int = 0, stop: int | None = None) -> np.ndarray:
     """Frames [start, stop) of a clip as (T, H, W, 3) uint8."""
+    stop_at = stop if stop is not None else _num_stored_frames(Path(folder))
+    return read_frames_at(folder, range(start, stop_at))
+
+
+def read_frames_at(folder: str | os.PathLike, indices: Sequence[int]) -> np.ndarray:
+    """The frames at `indices` (any order, repeats allowed) as (len, H, W, 3) uint8; an mp4 is decoded once,
+    up to the last index needed."""
     folder = Path(folder)
+    indices = [int(i) for i in indices]
+    if not indices:
+        raise ValueError("no frame index given")
     if (folder / "frames").is_dir():
-        files = sorted(p for p in (folder / "frames").iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
-        return np.stack([np.asarray(Image.open(p).convert("RGB")) for p in files[start:stop]])
-    frames = []
+        files = _frame_files(folder)
+        return np.stack([np.asarray(Image.open(files[i]).convert("RGB")) for i in indices])
+    wanted, last, found = set(indices), max(indices), {}
     with av.open(str(folder / "frames.mp4")) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         for index, frame in enumerate(container.decode(stream)):
-            if stop is not None and index >= stop:
+            if index in wanted:
+                found[index] = frame.to_ndarray(format="rgb24")
+            if index >= last:
                 break
-            if index >= start:
-                frames.append(frame.to_ndarray(format="rgb24"))
-    return np.stack(frames)
+    missing = wanted - set(found)
+    if missing:
+        raise InputError(f"{folder / 'frames.mp4'} has no frame {min(missing)} (it has {len(found)} of those asked)")
+    return np.stack([found[i] for i in indices])
+
+
+def _frame_files(folder: Path) -> list[Path]:
+    return sorted(p for p in (folder / "frames").iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+
+
+def _num_stored_frames(folder: Path) -> int:
+    if (folder / "frames").is_dir():
+        return len(_frame_files(folder))
+    with av.open(str(folder / "frames.mp4")) as container:
+        return sum(1 for _ in container.decode(video=0))
 
 
 def read_clip(folder: str | os.PathLike) -> Clip:
@@ -81,63 +108,116 @@ def read_clip(folder: str | os.PathLike) -> Clip:
 
 
 class ClipWindowDataset(Dataset):
-    """Windows of `num_frames` consecutive frames (stride `frame_stride`) from the clips under `root`.
+    """Windows of `num_frames` frames from the clips under `root` (stage 3, Alg. 3).
 
-    Each item: `frames` (T, 3, H, W) float in [-1, 1], `landmarks` (T, 478, 3), `audio` (T x 640 samples),
-    `reference` (3, H, W) a random frame of the same clip, `audio_features` (T, D) when `encoder_name` is
-    given and cached. Windows start at every `window_step`-th frame.
+    Each item: `frames` (T, 3, R, R) in [-1, 1], `landmarks` (T, 478, 3), `audio` (span x 640 samples),
+    `reference` (3, R, R) another frame of the same clip, `reference_landmarks` (478, 3), `frame_stride`;
+    `landmark_images` (T, 3, S, S) in [0, 1] and `reference_landmark_image` (3, S, S) when
+    `landmark_image_size` is set (drawn by `render_landmarks`, as at inference); `audio_features` (T, D) when
+    `encoder_name` is given (read from the clip's feature cache).
+
+    Stride augmentation (paper Sec. V-A): every window exists once for each stride in `frame_strides` that fits
+    the clip, so the seeded shuffle mixes them. The reference frame is drawn by a generator seeded with
+    (seed, item): the same window always gets the same reference, so resumed runs replay exactly.
+    `load_frames=False` skips video decoding (the landmark predictor needs only landmarks and audio features),
+    `load_audio=False` the raw waveform (stage 3 reads cached features; windows of mixed strides differ in length).
+    `split="train"|"val"` with `val_every=k` keeps the clips whose index is not / is a multiple of k.
     """
 
     def __init__(
         self,
         root: str | os.PathLike,
         num_frames: int = 16,
-        frame_stride: int = 1,
+        frame_strides: int | Sequence[int] = 1,
         window_step: int = 1,
         encoder_name: str | None = None,
         seed: int = 0,
+        resolution: int | None = None,
+        landmark_image_size: int | None = None,
+        landmark_thickness: int | None = None,
+        load_frames: bool = True,
+        load_audio: bool = True,
+        val_every: int = 0,
+        split: str = "all",
     ):
         self.clips = list_clips(root)
-        self.num_frames, self.frame_stride, self.encoder_name = num_frames, frame_stride, encoder_name
-        span = (num_frames - 1) * frame_stride + 1
-        self.index: list[tuple[int, int]] = []
+        if split not in ("all", "train", "val"):
+            raise ValueError(f"split must be all, train or val, got {split!r}")
+        if split != "all" and val_every:  # every val_every-th clip is held out (whole clips: unseen speech)
+            self.clips = [c for i, c in enumerate(self.clips) if (i % val_every == 0) == (split == "val")]
+        elif split == "val":
+            self.clips = []
+        strides = [frame_strides] if isinstance(frame_strides, int) else list(frame_strides)
+        if not strides or min(strides) < 1:
+            raise InputError(f"frame_strides must be positive integers, got {frame_strides}")
+        self.num_frames, self.encoder_name, self.seed = num_frames, encoder_name, seed
+        self.resolution, self.load_frames, self.load_audio = resolution, load_frames, load_audio
+        self.landmark_image_size = landmark_image_size
+        self.landmark_thickness = landmark_thickness or default_thickness(landmark_image_size or 512)
         self.meta = [json.loads((clip / "meta.json").read_text()) for clip in self.clips]
+        self.index: list[tuple[int, int, int]] = []  # (clip, first frame, stride)
         for clip_index, meta in enumerate(self.meta):
             length = int(meta["num_frames"])
-            self.index += [(clip_index, start) for start in range(0, length - span + 1, window_step)]
-        if not self.index:
-            raise InputError(f"no clip under {root} has {span} frames")
-        self.rng = np.random.default_rng(seed)
+            for stride in strides:
+                span = (num_frames - 1) * stride + 1
+                self.index += [(clip_index, start, stride) for start in range(0, length - span + 1, window_step)]
+        if not self.index and split != "val":
+            raise InputError(f"no clip under {root} has {(num_frames - 1) * min(strides) + 1} frames")
+        if encoder_name is not None:
+            missing = [c for c in self.clips if not feature_cache_path(c, encoder_name).is_file()]
+            if missing:
+                raise InputError(
+                    f"{len(missing)} clips have no cached {encoder_name!r} audio features, e.g. "
+                    f"{missing[0]} (run scripts/audio_features.py)"
+                )
 
     def __len__(self) -> int:
         return len(self.index)
 
     def __getitem__(self, item: int) -> dict:
-        clip_index, start = self.index[item]
+        clip_index, start, stride = self.index[item]
         folder, meta = self.clips[clip_index], self.meta[clip_index]
-        span = (self.num_frames - 1) * self.frame_stride + 1
-        frames = read_frames(folder, start, start + span)[:: self.frame_stride]
-        reference_index = int(self.rng.integers(meta["num_frames"]))
-        reference = read_frames(folder, reference_index, reference_index + 1)[0]
-        landmarks = np.load(folder / "landmarks.npy", mmap_mode="r")[start : start + span : self.frame_stride]
-        samples_per_frame = int(meta.get("sample_rate", SAMPLE_RATE) / meta["fps"])
-        audio, _ = soundfile.read(
-            folder / "audio.wav",
-            start=start * samples_per_frame,
-            stop=(start + span) * samples_per_frame,
-            dtype="float32",
-        )
-
-        def to_tensor(images: np.ndarray) -> torch.Tensor:
-            return torch.from_numpy(np.ascontiguousarray(images)).movedim(-1, -3).float() / 127.5 - 1.0
-
-        item = {
-            "frames": to_tensor(frames),
-            "reference": to_tensor(reference),
-            "landmarks": torch.from_numpy(np.array(landmarks, dtype=np.float32)),
-            "audio": torch.from_numpy(audio),
+        span = (self.num_frames - 1) * stride + 1
+        window = list(range(start, start + span, stride))
+        reference_index = int(np.random.default_rng([self.seed, item]).integers(meta["num_frames"]))
+        all_landmarks = np.load(folder / "landmarks.npy", mmap_mode="r")
+        landmarks = np.array(all_landmarks[window], dtype=np.float32)  # (T, 478, 3)
+        reference_landmarks = np.array(all_landmarks[reference_index], dtype=np.float32)
+        result = {
+            "landmarks": torch.from_numpy(landmarks),
+            "reference_landmarks": torch.from_numpy(reference_landmarks),
+            "frame_stride": stride,
         }
+        if self.load_audio:  # the raw waveform of the span (its length depends on the stride)
+            samples_per_frame = int(meta.get("sample_rate", SAMPLE_RATE) / meta["fps"])
+            audio, _ = soundfile.read(
+                folder / "audio.wav",
+                start=start * samples_per_frame,
+                stop=(start + span) * samples_per_frame,
+                dtype="float32",
+            )
+            result["audio"] = torch.from_numpy(audio)
+        if self.load_frames:
+            frames = read_frames_at(folder, [*window, reference_index])  # one decode for both
+            if self.resolution is not None and frames.shape[1:3] != (self.resolution, self.resolution):
+                frames = np.stack(
+                    [cv2.resize(f, (self.resolution, self.resolution), interpolation=cv2.INTER_AREA) for f in frames]
+                )
+            images = torch.from_numpy(np.ascontiguousarray(frames)).movedim(-1, -3).float() / 127.5 - 1.0
+            result["frames"], result["reference"] = images[:-1], images[-1]
+        if self.landmark_image_size is not None:
+            drawn = [
+                render_landmarks(points, self.landmark_image_size, self.landmark_thickness)
+                for points in [*landmarks, reference_landmarks]
+            ]
+            drawn = torch.from_numpy(np.stack(drawn)).movedim(-1, -3).float() / 255.0  # (T + 1, 3, S, S)
+            result["landmark_images"], result["reference_landmark_image"] = drawn[:-1], drawn[-1]
         if self.encoder_name is not None:
             features = np.load(feature_cache_path(folder, self.encoder_name), mmap_mode="r")
-            item["audio_features"] = torch.from_numpy(np.array(features[start : start + span : self.frame_stride]))
-        return item
+            result["audio_features"] = torch.from_numpy(np.array(features[window], dtype=np.float32))
+        return result
+
+
+def default_thickness(image_size: int) -> int:
+    """Line width of the landmark image L: AniPortrait's 2 px at 512 px, scaled with the image, at least 1."""
+    return max(1, round(2 * image_size / 512))

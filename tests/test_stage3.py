@@ -1,0 +1,142 @@
+"""Stage 3 (Alg. 3) with the real configs on the synthetic clips: the video model and the landmark predictor."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from helpers import compose_train_config, run_script, tiny_overrides
+from PIL import Image
+from safetensors.torch import load_file
+
+from faceedittalker.data.clips import ClipWindowDataset, default_thickness
+from faceedittalker.data.landmarks import render_landmarks
+from faceedittalker.models.landmark_predictor import LandmarkPredictor
+from faceedittalker.models.talking_head import TalkingHeadModel
+from faceedittalker.models.unet import ConditionalUNet
+from faceedittalker.stages import STAGES
+from faceedittalker.training import checkpoint as ckpt
+from faceedittalker.training.trainer import Trainer
+
+# 4 short synthetic clips (64 px) are enough to exercise everything; generated once per session.
+CLIPS = ["clips.root.count=4", "clips.root.clip_seconds=[1.2,1.6]"]
+
+
+def stage3_overrides(cache, *extra: str) -> list[str]:
+    stage1 = [o for o in tiny_overrides(cache) if not o.startswith("stage=")]
+    return ["stage=3", *stage1, *CLIPS, "trainer.batch_size=2", "trainer.num_sample_images=1",
+            "stage3.video.num_frames=4", "stage3.video.window_overlap=2", *extra]  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def stage1_export(tiny_cache, tmp_path_factory):
+    cfg = compose_train_config(tiny_overrides(tiny_cache, "trainer.max_steps=2", "trainer.sample_every=100"))
+    return Trainer(cfg, STAGES[1](cfg), tmp_path_factory.mktemp("stage1") / "run").fit()
+
+
+def train(run_dir, overrides):
+    cfg = compose_train_config(overrides)
+    trainer = Trainer(cfg, STAGES[3](cfg), run_dir)
+    return trainer.fit(), trainer
+
+
+def test_clip_windows_for_stage3(tiny_cache):
+    cfg = compose_train_config(stage3_overrides(tiny_cache))
+    root = STAGES[3](cfg).cfg.clips.root
+    from hydra.utils import instantiate
+
+    folder = instantiate(root)
+    kwargs = dict(num_frames=4, frame_strides=[1, 3], resolution=32, landmark_image_size=64, seed=0)
+    data = ClipWindowDataset(folder, **kwargs)
+    assert {stride for _, _, stride in data.index} == {1, 3}  # stride augmentation: both strides are windows
+    item = data[len(data) - 1]
+    assert item["frames"].shape == (4, 3, 32, 32) and item["reference"].shape == (3, 32, 32)
+    assert item["landmark_images"].shape == (4, 3, 64, 64) and item["reference_landmark_image"].shape == (3, 64, 64)
+    assert item["landmarks"].shape == (4, 478, 3) and item["reference_landmarks"].shape == (478, 3)
+    # L is drawn exactly as at inference, from the frame's own landmarks.
+    expected = render_landmarks(item["landmarks"][2].numpy(), 64, default_thickness(64))
+    np.testing.assert_array_equal((item["landmark_images"][2].movedim(0, -1) * 255).round().byte().numpy(), expected)
+    # The reference is another frame of the same clip, the same each time the window is read (exact resume).
+    again = ClipWindowDataset(folder, **kwargs)[len(data) - 1]
+    torch.testing.assert_close(again["reference"], item["reference"])
+    clip = json.loads((data.clips[data.index[-1][0]] / "meta.json").read_text())
+    all_landmarks = np.load(data.clips[data.index[-1][0]] / "landmarks.npy")
+    matches = np.abs(all_landmarks - item["reference_landmarks"].numpy()).max(axis=(1, 2)) < 1e-7
+    assert matches.any() and clip["num_frames"] == len(all_landmarks)
+    # Held-out clips are whole clips, disjoint from the training ones.
+    train_clips = ClipWindowDataset(folder, num_frames=4, val_every=2, split="train", load_frames=False).clips
+    val_clips = ClipWindowDataset(folder, num_frames=4, val_every=2, split="val", load_frames=False).clips
+    assert len(train_clips) == len(val_clips) == 2 and not set(train_clips) & set(val_clips)
+
+
+def test_stage3_video_trains_exports_a_talking_head_model_and_resumes(tmp_path, tiny_cache, stage1_export):
+    overrides = stage3_overrides(tiny_cache, f"stage3.feature_space={stage1_export}")
+    export, trainer = train(tmp_path / "run", overrides)
+    assert trainer.stage.name == "stage3" and sorted(trainer.models) == ["landmark_encoder", "unet"]
+    model = TalkingHeadModel.from_pretrained(export)
+    assert model.unet.config.temporal_layers and model.unet.config.cond_channels == 4
+    assert (model.num_frames, model.window_overlap, model.landmark_image_size) == (4, 2, 64)
+    # The spatial weights start from stage 1 (then train); the temporal layers are new.
+    stage1 = load_file(stage1_export / "unet" / "diffusion_pytorch_model.safetensors")
+    stage3 = load_file(export / "unet" / "diffusion_pytorch_model.safetensors")
+    assert set(stage1) < set(stage3) and any(".temporal." in key for key in stage3)
+    assert stage3["conv_in.weight"].shape[1] == stage1["conv_in.weight"].shape[1] + 4
+    # A video longer than one window comes out with one frame per landmark image.
+    reference = torch.rand(1, 3, 32, 32) * 2 - 1
+    landmarks = torch.rand(1, 7, 3, 64, 64)
+    z_sem, z_T = model.encode_reference(reference, landmarks[:, 0])
+    assert model.generate(z_T, z_sem, landmarks, landmarks[:, 0], steps=2).shape == (1, 7, 3, 32, 32)
+    # Sample grid: 3 rows (truth | L | generated) x 4 frames of 32 px with 2 px padding.
+    grid = np.asarray(Image.open(tmp_path / "run" / "samples" / "step-00000004.png"))
+    assert grid.shape == (3 * 34 + 2, 4 * 34 + 2, 3)
+    # Re-running with more steps resumes from the last checkpoint.
+    _, resumed = train(tmp_path / "run", [*overrides, "trainer.max_steps=6"])
+    assert resumed.step == 6 and ckpt.latest_checkpoint(tmp_path / "run" / "checkpoints").name.endswith("06")
+
+
+def test_stage3_video_with_the_single_scale_landmark_encoder(tmp_path, tiny_cache, stage1_export):
+    overrides = stage3_overrides(tiny_cache, f"stage3.feature_space={stage1_export}", "landmark_encoder=conv",
+                                 "trainer.max_steps=2", "stage3.video.train_spatial=false")  # fmt: skip
+    export, trainer = train(tmp_path / "run", overrides)
+    model = TalkingHeadModel.from_pretrained(export)
+    assert model.landmark_encoder.config.residual_channels == [] and not model.landmark_encoder.levels
+    # Motion-only training: the spatial weights are still those of stage 1.
+    stage1 = ConditionalUNet.from_pretrained(stage1_export / "unet")
+    for name, value in stage1.state_dict().items():
+        if not name.startswith("conv_in"):  # conv_in learns the new F channels
+            torch.testing.assert_close(model.unet.state_dict()[name], value)
+
+
+def test_stage3_landmark_predictor_trains_and_reports_held_out_metrics(tmp_path, tiny_cache):
+    overrides = stage3_overrides(tiny_cache, "stage3.target=landmarks", "stage3.landmarks.num_frames=16",
+                                 "stage3.landmarks.val_every=4")  # fmt: skip
+    export, trainer = train(tmp_path / "run", overrides)
+    assert trainer.stage.name == "stage3-landmarks"
+    predictor = LandmarkPredictor.from_pretrained(export / "landmark_predictor")
+    assert predictor.config.audio_dim == 80  # tiny: 80 log-mel bands
+    assert json.loads((export / "audio_encoder.json").read_text())["_target_"].endswith("MelFeatureEncoder")
+    metrics = json.loads((export / "landmark_metrics.json").read_text())
+    assert metrics["held_out_windows"] >= 1 and metrics["mouth_lmd_px512"] > 0
+    assert -1 <= metrics["mouth_opening_pearson_r"] <= 1
+    # The clips' audio features were cached once, under the encoder's name.
+    cached = list(tiny_cache.rglob("audio_features/logmel80.npy"))
+    assert len(cached) == 4
+
+
+@pytest.mark.parametrize("override,message", [
+    ("stage3.feature_space=null", "needs a trained stage-1 model"),
+    ("stage3.target=audio", "stage3.target=audio is not one of"),
+    ("clips.root={tmp}/no-clips", "clip folder not found"),
+])  # fmt: skip
+def test_stage3_bad_input_is_one_line_and_exit_code_2(tmp_path, tiny_cache, override, message):
+    overrides = [o for o in stage3_overrides(tiny_cache) if not o.startswith("clips.root.")]
+    if override.startswith("clips.root"):
+        overrides.append("stage3.feature_space=" + str(tmp_path))  # never reached: the clips fail first
+        overrides.append("stage3.target=landmarks")
+    result = run_script("train.py", *overrides, override.format(tmp=tmp_path), f"hydra.run.dir={tmp_path / 'run'}")
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = [line for line in result.stderr.strip().splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and message in lines[0] and "Traceback" not in result.stderr
+    assert not (tmp_path / "run" / "checkpoints").exists()

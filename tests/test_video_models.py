@@ -1,0 +1,169 @@
+"""Stage-3 models: the video eps_theta inflated from stage 1, E_ldm (Table V variants), windowed generation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from faceedittalker.diffusion import DDIM
+from faceedittalker.models.autoencoder import IdentityAutoencoder
+from faceedittalker.models.landmark_encoder import LandmarkEncoder
+from faceedittalker.models.semantic_encoder import SemanticEncoder
+from faceedittalker.models.talking_head import TalkingHeadModel, window_starts
+from faceedittalker.models.unet import ConditionalUNet
+
+
+def image_unet(scale: float = 0.05, **changes) -> ConditionalUNet:
+    torch.manual_seed(0)
+    config = dict(in_channels=3, out_channels=3, sample_size=16, base_channels=16, channel_mult=(1, 2),
+                  layers_per_block=1, attention_resolutions=(8,), attention_head_dim=16, norm_num_groups=8,
+                  dropout=0.0, time_embed_dim=32, z_dim=8, cross_attention_dim=8)  # fmt: skip
+    unet = ConditionalUNet(**{**config, **changes}).eval()
+    with torch.no_grad():  # a "trained" model: no zero output layer, so every path shows in the output
+        for parameter in unet.parameters():
+            parameter.add_(torch.randn_like(parameter) * scale)
+    return unet
+
+
+def perturb(module: torch.nn.Module, scale: float = 0.05) -> None:
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for parameter in module.parameters():
+            parameter.add_(torch.randn_like(parameter) * scale)
+
+
+def encoder(unet: ConditionalUNet, **changes) -> LandmarkEncoder:
+    config = dict(image_size=32, latent_size=16, stem_channels=(8, 16), cond_channels=2,
+                  residual_channels=unet.residual_channels, attention_head_dim=8, norm_num_groups=4)  # fmt: skip
+    torch.manual_seed(2)
+    return LandmarkEncoder(**{**config, **changes}).eval()
+
+
+def test_inflated_video_model_starts_as_the_image_model_on_every_frame():
+    image = image_unet()
+    video = ConditionalUNet.inflate(image, temporal_layers=True, cond_channels=2).eval()
+    z_t, z_sem, t = torch.randn(2, 5, 3, 16, 16), torch.randn(2, 8), torch.tensor([10, 700])
+    landmarks = encoder(video)(torch.rand(2, 5, 3, 32, 32), torch.rand(2, 3, 32, 32))
+    out = video(z_t, t, z_sem, landmarks.cond, landmarks.residuals)  # (B, F, C, H, W)
+    per_frame = image(z_t.flatten(0, 1), t.repeat_interleave(5), z_sem.repeat_interleave(5, dim=0))
+    assert out.shape == (2, 5, 3, 16, 16)
+    torch.testing.assert_close(out.flatten(0, 1), per_frame, atol=1e-5, rtol=1e-4)
+
+
+def test_temporal_layers_let_frames_see_each_other_and_image_models_do_not():
+    image = image_unet()
+    video = ConditionalUNet.inflate(image, temporal_layers=True)
+    perturb(video)  # trained temporal layers
+    video.eval()
+    z_t, z_sem = torch.randn(1, 4, 3, 16, 16), torch.randn(1, 8)
+    changed = z_t.clone()
+    changed[:, 3] += 1.0  # only the last frame changes
+    first_frame = lambda model, z: model(z, 100, z_sem)[:, 0]  # noqa: E731
+    assert (first_frame(video, z_t) - first_frame(video, changed)).abs().max() > 1e-3
+    frames_only = ConditionalUNet.inflate(image).eval()  # no temporal layers: 5-D input, frames independent
+    torch.testing.assert_close(first_frame(frames_only, z_t), first_frame(frames_only, changed))
+
+
+def test_inflating_refuses_a_model_that_does_not_fit():
+    with pytest.raises(ValueError, match="latent channels"):
+        ConditionalUNet.inflate(image_unet(), in_channels=4)
+
+
+@pytest.mark.parametrize("variant", ["conv", "multiscale", "multiscale_xattn"])
+def test_landmark_encoder_variants_of_table_v(variant):
+    unet = ConditionalUNet.inflate(image_unet(), temporal_layers=True, cond_channels=2)
+    settings = {"conv": dict(residual_channels=(), reference_cross_attention=False),
+                "multiscale": dict(reference_cross_attention=False), "multiscale_xattn": {}}[variant]  # fmt: skip
+    model = encoder(unet, **settings)
+    frames, reference = torch.rand(2, 3, 3, 32, 32), torch.rand(2, 3, 32, 32)
+    features = model(frames, reference)
+    assert features.cond.shape == (2, 3, 2, 16, 16)
+    if variant == "conv":
+        assert features.residuals == []
+        return
+    assert [r.shape for r in features.residuals] == [(6, 16, 16, 16), (6, 16, 8, 8)]
+    assert all(r.abs().max() == 0 for r in features.residuals)  # zero convs: a fresh E_ldm changes nothing
+    perturb(model)
+    moved = model(frames, reference).residuals
+    other_reference = model(frames, torch.rand(2, 3, 32, 32)).residuals
+    difference = max((a - b).abs().max().item() for a, b in zip(moved, other_reference, strict=True))
+    if variant == "multiscale_xattn":
+        assert difference > 1e-4  # the frames attend to the reference landmarks
+    else:
+        assert difference == 0  # no cross-attention: the reference is not used
+
+
+def test_landmark_encoder_checks_its_inputs():
+    unet = image_unet()
+    with pytest.raises(ValueError, match="halving"):
+        LandmarkEncoder(image_size=48, latent_size=16)
+    with pytest.raises(ValueError, match="residual_channels"):
+        LandmarkEncoder(image_size=32, latent_size=16, residual_channels=(), reference_cross_attention=True)
+    with pytest.raises(ValueError, match="reference_image"):
+        encoder(unet)(torch.rand(1, 2, 3, 32, 32))
+
+
+def test_window_starts_cover_every_frame_with_the_given_overlap():
+    assert window_starts(10, 16, 4) == [0]
+    assert window_starts(16, 16, 4) == [0]
+    assert window_starts(40, 16, 4) == [0, 12, 24]
+    for total in (17, 29, 100):
+        starts = window_starts(total, 16, 4)
+        covered = np.zeros(total, int)
+        for start in starts:
+            covered[start : start + 16] += 1
+        assert covered.min() >= 1 and starts[-1] + 16 == total
+        assert all(b - a <= 12 for a, b in zip(starts, starts[1:], strict=False))  # overlap >= 4
+
+
+def talking_head(temporal: bool = True) -> TalkingHeadModel:
+    unet = ConditionalUNet.inflate(image_unet(0.01), temporal_layers=temporal, cond_channels=2, temporal_max_frames=8)
+    landmark_encoder = encoder(unet)
+    perturb(unet, 0.01)
+    perturb(landmark_encoder, 0.01)
+    semantic = SemanticEncoder(image_size=16, base_channels=8, channel_mult=(1, 2), layers_per_block=1,
+                               attention_resolutions=(), attention_head_dim=8, norm_num_groups=4, z_dim=8)  # fmt: skip
+    return TalkingHeadModel(IdentityAutoencoder(), semantic, unet.eval(), landmark_encoder.eval(), DDIM(), 16, 32,
+                            num_frames=4, window_overlap=2, sample_steps=10, invert_steps=10).eval()  # fmt: skip
+
+
+def test_windowed_denoising_averages_overlapping_windows():
+    model = talking_head(temporal=False)  # frames independent: every window predicts the same eps per frame
+    z_t, z_sem = torch.randn(1, 11, 3, 16, 16), torch.randn(1, 8)
+    features = model.landmark_features(torch.rand(1, 11, 3, 32, 32), torch.rand(1, 3, 32, 32))
+    windowed = model.denoiser(z_sem, features)(z_t, torch.tensor(300))
+    whole = model.unet(z_t, 300, z_sem, features.cond, features.residuals)
+    torch.testing.assert_close(windowed, whole, atol=1e-5, rtol=1e-4)
+
+
+def test_generation_starts_every_frame_from_the_reference_code():
+    model = talking_head(temporal=False)  # frames independent, so each frame can be checked on its own
+    reference, own_landmarks = torch.rand(1, 3, 16, 16) * 2 - 1, torch.rand(1, 3, 32, 32)
+    z_sem, z_T = model.encode_reference(reference, own_landmarks)
+    assert z_sem.shape == (1, 8) and z_T.shape == (1, 1, 3, 16, 16)  # one Z_T for the whole video
+    # Z_T is the DDIM inversion of the reference as a one-frame video driven by its own landmarks ...
+    one_frame = model.denoiser(z_sem, model.landmark_features(own_landmarks[:, None], own_landmarks))
+    torch.testing.assert_close(z_T, model.ddim.invert(one_frame, reference[:, None], model.invert_steps))
+    # ... and six frames (two windows) driven by those landmarks each decode exactly as that one frame does.
+    frames = model.generate(z_T, z_sem, own_landmarks[:, None].expand(1, 6, 3, 32, 32), own_landmarks)
+    single = model.autoencoder.decode(model.ddim.sample(one_frame, z_T, model.sample_steps)[:, 0])
+    assert frames.shape == (1, 6, 3, 16, 16)
+    torch.testing.assert_close(frames, single[:, None].expand_as(frames), atol=1e-4, rtol=1e-4)
+    # Other landmarks give other frames (F reaches the output).
+    moved = model.generate(z_T, z_sem, torch.rand(1, 6, 3, 32, 32), own_landmarks)
+    assert (moved - frames).abs().mean() > 1e-3
+
+
+def test_talking_head_model_round_trips_through_its_export(tmp_path):
+    model = talking_head()
+    for name in ("unet", "landmark_encoder", "semantic_encoder"):
+        getattr(model, name).save_pretrained(tmp_path / name)
+    model.save_config(tmp_path)
+    loaded = TalkingHeadModel.from_pretrained(tmp_path)
+    assert (loaded.num_frames, loaded.window_overlap, loaded.landmark_image_size) == (4, 2, 32)
+    z_t, z_sem, images = torch.randn(1, 4, 3, 16, 16), torch.randn(1, 8), torch.rand(1, 4, 3, 32, 32)
+    reference = torch.rand(1, 3, 32, 32)
+    expected = model.denoiser(z_sem, model.landmark_features(images, reference))(z_t, torch.tensor(5))
+    actual = loaded.denoiser(z_sem, loaded.landmark_features(images, reference))(z_t, torch.tensor(5))
+    torch.testing.assert_close(actual, expected)
