@@ -142,11 +142,16 @@ def test_generation_starts_every_frame_from_the_reference_code():
     reference, own_landmarks = torch.rand(1, 3, 16, 16) * 2 - 1, torch.rand(1, 3, 32, 32)
     z_sem, z_T = model.encode_reference(reference, own_landmarks)
     assert z_sem.shape == (1, 8) and z_T.shape == (1, 1, 3, 16, 16)  # one Z_T for the whole video
-    # Z_T is the DDIM inversion of the reference as a one-frame video driven by its own landmarks ...
-    one_frame = model.denoiser(z_sem, model.landmark_features(own_landmarks[:, None], own_landmarks))
-    torch.testing.assert_close(z_T, model.ddim.invert(one_frame, reference[:, None], model.invert_steps))
-    # ... and six frames (two windows) driven by those landmarks each decode exactly as that one frame does.
+    # Z_T is the DDIM inversion of a still video of the reference (one window) driven by its own landmarks ...
+    still = own_landmarks[:, None].expand(1, model.num_frames, 3, 32, 32)
+    window = model.denoiser(z_sem, model.landmark_features(still, own_landmarks))
+    copies = reference[:, None].expand(1, model.num_frames, 3, 16, 16)
+    inverted = model.ddim.invert(window, copies, model.invert_steps)
+    torch.testing.assert_close(inverted, inverted[:, :1].expand_as(inverted))  # frames independent here
+    torch.testing.assert_close(z_T, inverted[:, :1])
+    # ... and six frames (two windows) driven by those landmarks each decode exactly as one frame does.
     frames = model.generate(z_T, z_sem, own_landmarks[:, None].expand(1, 6, 3, 32, 32), own_landmarks)
+    one_frame = model.denoiser(z_sem, model.landmark_features(own_landmarks[:, None], own_landmarks))
     single = model.autoencoder.decode(model.ddim.sample(one_frame, z_T, model.sample_steps)[:, 0])
     assert frames.shape == (1, 6, 3, 16, 16)
     torch.testing.assert_close(frames, single[:, None].expand_as(frames), atol=1e-4, rtol=1e-4)

@@ -80,16 +80,9 @@ class ImageFeatureSpace(nn.Module):
     def from_pretrained(cls, directory: str | Path, autoencoder_path: str | None = None,
                         device: str | torch.device = "cpu") -> ImageFeatureSpace:
         """Load a stage-1 export folder; `autoencoder_path` overrides where the VAE weights live."""
-        directory = Path(directory).expanduser()
-        config_file = directory / CONFIG_FILE
-        if not config_file.is_file():
-            raise InputError(f"not a stage-1 model folder (no {CONFIG_FILE}): {directory}")
-        config = json.loads(config_file.read_text())
-        ae = dict(config["autoencoder"])
-        if autoencoder_path:
-            ae["pretrained"] = autoencoder_path
+        directory, config = read_export_config(directory, CONFIG_FILE, "stage-1 model")
         model = cls(
-            autoencoder=build_autoencoder(**ae),
+            autoencoder=build_exported_autoencoder(config, autoencoder_path),
             semantic_encoder=SemanticEncoder.from_pretrained(directory / "semantic_encoder"),
             unet=ConditionalUNet.from_pretrained(directory / "unet"),
             ddim=DDIM(**config["diffusion"]),
@@ -98,6 +91,22 @@ class ImageFeatureSpace(nn.Module):
             invert_steps=config["invert_steps"],
         )
         return model.to(device).eval()
+
+
+def read_export_config(directory: str | Path, config_file: str, what: str) -> tuple[Path, dict]:
+    """The folder and the JSON settings of an export (`what` names it in the error for a wrong folder)."""
+    directory = Path(directory).expanduser()
+    if not (directory / config_file).is_file():
+        raise InputError(f"not a {what} folder (no {config_file}): {directory}")
+    return directory, json.loads((directory / config_file).read_text())
+
+
+def build_exported_autoencoder(config: dict, autoencoder_path: str | None = None) -> nn.Module:
+    """E_img as an export describes it; `autoencoder_path` overrides where the VAE weights live."""
+    settings = dict(config["autoencoder"])
+    if autoencoder_path:
+        settings["pretrained"] = autoencoder_path
+    return build_autoencoder(**settings)
 
 
 @torch.no_grad()

@@ -141,6 +141,7 @@ class ConditionalUNet(ModelMixin, ConfigMixin):
         temporal_layers: bool = False,
         temporal_heads: int = 8,
         temporal_max_frames: int = 32,
+        temporal_resolutions: tuple[int, ...] | None = None,
     ):
         super().__init__()
         if not (zsem_cross_attention or zsem_adagn):
@@ -171,8 +172,9 @@ class ConditionalUNet(ModelMixin, ConfigMixin):
         def attention(channels: int, resolution: int) -> Transformer2DModel | None:
             return transformer(channels) if resolution in attention_resolutions else None
 
-        def temporal(channels: int) -> TemporalAttention | None:
-            if not temporal_layers:
+        def temporal(channels: int, resolution: int) -> TemporalAttention | None:
+            """Temporal layers at every resolution (the paper), or only at `temporal_resolutions`."""
+            if not temporal_layers or (temporal_resolutions is not None and resolution not in temporal_resolutions):
                 return None
             return TemporalAttention(channels, temporal_heads, temporal_max_frames, norm_num_groups)
 
@@ -186,7 +188,7 @@ class ConditionalUNet(ModelMixin, ConfigMixin):
                     UNetLayer(
                         resnet(channels, base_channels * mult),
                         attention(base_channels * mult, resolution),
-                        temporal=temporal(base_channels * mult),
+                        temporal=temporal(base_channels * mult, resolution),
                     )
                 )
                 channels = base_channels * mult
@@ -198,7 +200,9 @@ class ConditionalUNet(ModelMixin, ConfigMixin):
 
         self.mid_layers = nn.ModuleList(
             [
-                UNetLayer(resnet(channels, channels), transformer(channels), temporal=temporal(channels)),  # ADM
+                UNetLayer(
+                    resnet(channels, channels), transformer(channels), temporal=temporal(channels, resolution)
+                ),  # ADM
                 UNetLayer(resnet(channels, channels), None),
             ]
         )
@@ -211,7 +215,10 @@ class ConditionalUNet(ModelMixin, ConfigMixin):
                 upsample = Upsample2D(out, use_conv=True) if (level > 0 and i == layers_per_block) else None
                 self.up_layers.append(
                     UNetLayer(
-                        resnet(channels + skip_channels.pop(), out), attention(out, resolution), upsample, temporal(out)
+                        resnet(channels + skip_channels.pop(), out),
+                        attention(out, resolution),
+                        upsample,
+                        temporal(out, resolution),
                     )
                 )
                 channels = out
