@@ -35,3 +35,41 @@ def test_paper_models_instantiate_at_full_size_and_take_one_step_on_cpu(tmp_path
     loss.backward()
     assert torch.isfinite(loss)
     assert all(p.grad is not None for p in modules.trainable["semantic_encoder"].parameters())
+
+
+def test_paper_stage3_settings_follow_sec_v_a():
+    cfg = compose_train_config(["stage=3", "experiment=paper"])
+    assert cfg.stage3.video.num_frames == 16 and list(cfg.stage3.video.frame_strides) == [1, 4]
+    assert cfg.stage3.video.temporal.temporal_resolutions is None  # temporal layers at every resolution
+    assert cfg.landmark_encoder.multiscale and cfg.landmark_encoder.reference_cross_attention  # Table V IV
+    assert cfg.audio_encoder.model_name_or_path == "facebook/wav2vec2-base-960h"
+    assert cfg.run_name == "paper-stage3"
+    assert compose_train_config(["stage=3", "experiment=paper", "stage3.target=landmarks"]).run_name == \
+        "paper-stage3-landmarks"
+
+
+@pytest.mark.slow
+def test_paper_stage3_video_model_at_full_size():
+    from omegaconf import OmegaConf
+
+    from faceedittalker.models.landmark_encoder import LandmarkEncoder
+    from faceedittalker.models.unet import ConditionalUNet
+
+    cfg = compose_train_config(["stage=3", "experiment=paper"])
+    from hydra.utils import instantiate
+
+    image = instantiate(cfg.unet, _convert_="all", in_channels=4, out_channels=4, sample_size=64, z_dim=512)
+    video = ConditionalUNet.inflate(image, cond_channels=4, temporal_layers=True,
+                                    **OmegaConf.to_container(cfg.stage3.video.temporal))
+    settings = OmegaConf.to_container(cfg.landmark_encoder)
+    settings.pop("_target_"), settings.pop("multiscale")
+    encoder = LandmarkEncoder(**settings, image_size=512, latent_size=64, residual_channels=video.residual_channels)
+    counts = [sum(p.numel() for p in m.parameters()) for m in (image, video, encoder)]
+    print([f"{c / 1e6:.1f}M" for c in counts])
+    assert 190e6 < counts[1] < 215e6 and counts[1] - counts[0] > 50e6  # + temporal layers at every level
+    features = encoder(torch.rand(1, 2, 3, 512, 512), torch.rand(1, 3, 512, 512))
+    assert features.cond.shape == (1, 2, 4, 64, 64)
+    assert [r.shape[1:] for r in features.residuals] == [(128, 64, 64), (128, 32, 32), (256, 16, 16), (384, 8, 8)]
+    with torch.no_grad():
+        eps = video.eval()(torch.randn(1, 2, 4, 64, 64), 500, torch.randn(1, 512), features.cond, features.residuals)
+    assert eps.shape == (1, 2, 4, 64, 64) and torch.isfinite(eps).all()

@@ -21,7 +21,7 @@ from faceedittalker.training import checkpoint as ckpt
 from faceedittalker.training.trainer import Trainer
 
 # 4 short synthetic clips (64 px) are enough to exercise everything; generated once per session.
-CLIPS = ["clips.root.count=4", "clips.root.clip_seconds=[1.2,1.6]"]
+CLIPS = ["clip_data.root.count=4", "clip_data.root.clip_seconds=[1.2,1.6]"]
 
 
 def stage3_overrides(cache, *extra: str) -> list[str]:
@@ -44,7 +44,7 @@ def train(run_dir, overrides):
 
 def test_clip_windows_for_stage3(tiny_cache):
     cfg = compose_train_config(stage3_overrides(tiny_cache))
-    root = STAGES[3](cfg).cfg.clips.root
+    root = STAGES[3](cfg).cfg.clip_data.root
     from hydra.utils import instantiate
 
     folder = instantiate(root)
@@ -109,16 +109,21 @@ def test_stage3_video_with_the_single_scale_landmark_encoder(tmp_path, tiny_cach
             torch.testing.assert_close(model.unet.state_dict()[name], value)
 
 
-def test_stage3_landmark_predictor_trains_and_reports_held_out_metrics(tmp_path, tiny_cache):
+@pytest.fixture(scope="session")
+def landmark_run(tiny_cache, tmp_path_factory):
     overrides = stage3_overrides(tiny_cache, "stage3.target=landmarks", "stage3.landmarks.num_frames=16",
                                  "stage3.landmarks.val_every=4")  # fmt: skip
-    export, trainer = train(tmp_path / "run", overrides)
+    return train(tmp_path_factory.mktemp("landmarks") / "run", overrides)
+
+
+def test_stage3_landmark_predictor_trains_and_reports_held_out_metrics(landmark_run, tiny_cache):
+    export, trainer = landmark_run
     assert trainer.stage.name == "stage3-landmarks"
     predictor = LandmarkPredictor.from_pretrained(export / "landmark_predictor")
     assert predictor.config.audio_dim == 80  # tiny: 80 log-mel bands
     assert json.loads((export / "audio_encoder.json").read_text())["_target_"].endswith("MelFeatureEncoder")
     metrics = json.loads((export / "landmark_metrics.json").read_text())
-    assert metrics["held_out_windows"] >= 1 and metrics["mouth_lmd_px512"] > 0
+    assert metrics["windows"] >= 1 and metrics["frames"] == 16 * metrics["windows"] and metrics["mouth_lmd_px512"] > 0
     assert -1 <= metrics["mouth_opening_pearson_r"] <= 1
     # The clips' audio features were cached once, under the encoder's name.
     cached = list(tiny_cache.rglob("audio_features/logmel80.npy"))
@@ -128,11 +133,11 @@ def test_stage3_landmark_predictor_trains_and_reports_held_out_metrics(tmp_path,
 @pytest.mark.parametrize("override,message", [
     ("stage3.feature_space=null", "needs a trained stage-1 model"),
     ("stage3.target=audio", "stage3.target=audio is not one of"),
-    ("clips.root={tmp}/no-clips", "clip folder not found"),
+    ("clip_data.root={tmp}/no-clips", "clip folder not found"),
 ])  # fmt: skip
 def test_stage3_bad_input_is_one_line_and_exit_code_2(tmp_path, tiny_cache, override, message):
-    overrides = [o for o in stage3_overrides(tiny_cache) if not o.startswith("clips.root.")]
-    if override.startswith("clips.root"):
+    overrides = [o for o in stage3_overrides(tiny_cache) if not o.startswith("clip_data.root.")]
+    if override.startswith("clip_data.root"):
         overrides.append("stage3.feature_space=" + str(tmp_path))  # never reached: the clips fail first
         overrides.append("stage3.target=landmarks")
     result = run_script("train.py", *overrides, override.format(tmp=tmp_path), f"hydra.run.dir={tmp_path / 'run'}")
@@ -140,3 +145,34 @@ def test_stage3_bad_input_is_one_line_and_exit_code_2(tmp_path, tiny_cache, over
     lines = [line for line in result.stderr.strip().splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and message in lines[0] and "Traceback" not in result.stderr
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_mouth_psnr_looks_only_at_the_mouth_box():
+    from faceedittalker.stages.stage3 import LIP_POINTS, mouth_psnr
+
+    landmarks = torch.full((1, 2, 478, 3), 0.5)
+    landmarks[..., LIP_POINTS, 0] = torch.linspace(0.4, 0.6, len(LIP_POINTS))  # mouth box x 0.4-0.6
+    landmarks[..., LIP_POINTS, 1] = torch.linspace(0.7, 0.8, len(LIP_POINTS))  # y 0.7-0.8
+    truth = torch.zeros(1, 2, 3, 40, 40)
+    outside = truth.clone()
+    outside[..., :10, :] = 1.0  # the forehead changes: the mouth score does not see it
+    assert mouth_psnr(outside, truth, landmarks) > 100
+    inside = truth.clone()
+    inside[..., 28:32, 16:24] = 1.0  # the mouth changes
+    assert mouth_psnr(inside, truth, landmarks) < 15
+
+
+def test_evaluate_landmarks_script_reports_metrics_and_draws_a_clip(tmp_path, landmark_run, tiny_cache):
+    export, trainer = landmark_run
+    clips = trainer.stage.val_set.clips[0].parent
+    done = run_script("evaluate_landmarks.py", f"model={export}", f"clips={clips}", "num_frames=16",
+                      f"output={tmp_path / 'm.json'}", f"plot={tmp_path / 'p.png'}")  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert metrics["clips"] == 4 and metrics["frames"] == 16 * metrics["windows"] > 0
+    assert f"\"mouth_lmd_px512\": {metrics['mouth_lmd_px512']}" in done.stdout  # printed too
+    picture = np.asarray(Image.open(tmp_path / "p.png"))
+    assert picture.shape == (2 * 96 + 80, 12 * 96, 3) and picture[:96].max() > 0  # true | predicted | curves
+    bad = run_script("evaluate_landmarks.py", f"model={tmp_path}", f"clips={clips}", f"plot={tmp_path / 'q.png'}")
+    assert bad.returncode == 2 and "not a stage-3 landmark export" in bad.stderr and "Traceback" not in bad.stderr
+    assert not (tmp_path / "q.png").exists()

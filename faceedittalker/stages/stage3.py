@@ -74,7 +74,7 @@ class VideoStage(Stage):
         video = self.cfg.stage3.video
         self.landmark_image_size = video.landmark_image_size or self.space.resolution
         dataset = instantiate(
-            self.cfg.clips,
+            self.cfg.clip_data,
             num_frames=video.num_frames,
             frame_strides=list(video.frame_strides),
             window_step=video.window_step,
@@ -176,7 +176,7 @@ class LandmarkStage(Stage):
         encoder = instantiate(self.cfg.audio_encoder)
         self.audio_dim = encoder.dim
         self.audio_encoder_config = OmegaConf.to_container(self.cfg.audio_encoder, resolve=True)
-        root = instantiate(self.cfg.clips.root) if OmegaConf.is_dict(self.cfg.clips.root) else self.cfg.clips.root
+        root = instantiate(self.cfg.clip_data.root) if OmegaConf.is_dict(self.cfg.clip_data.root) else self.cfg.clip_data.root
         with PartialState().main_process_first():
             for clip in tqdm(list_clips(root), desc=f"audio features ({encoder.name})", leave=False):
                 encoder.clip_features(clip)
@@ -187,8 +187,8 @@ class LandmarkStage(Stage):
         name = self._audio_features()
         common = dict(num_frames=settings.num_frames, frame_strides=1, encoder_name=name, load_frames=False,
                       load_audio=False, seed=self.cfg.seed, val_every=settings.val_every)  # fmt: skip
-        self.val_set = instantiate(self.cfg.clips, window_step=settings.num_frames, split="val", **common)
-        train = instantiate(self.cfg.clips, window_step=settings.window_step, split="train", **common)
+        self.val_set = instantiate(self.cfg.clip_data, window_step=settings.num_frames, split="val", **common)
+        train = instantiate(self.cfg.clip_data, window_step=settings.window_step, split="train", **common)
         log.info("stage 3 (landmarks): %d training windows of %d frames, %d clips held out", len(train),
                  settings.num_frames, len(self.val_set.clips))  # fmt: skip
         return train
@@ -204,27 +204,8 @@ class LandmarkStage(Stage):
         predicted = modules["landmark_predictor"](batch["audio_features"], (reference - centre) / scale)
         return landmark_loss(predicted, target, self.cfg.stage3.landmarks.mouth_weight)
 
-    @torch.no_grad()
     def evaluate(self, predictor: nn.Module) -> dict:
-        """On the held-out clips: mouth landmark distance (M-LMD-style, in pixels of a 512 px frame, after
-        removing head motion as the model does) and the Pearson r of predicted vs true mouth opening."""
-        if not len(self.val_set):
-            return {}
-        device = next(predictor.parameters()).device
-        distances, predicted_opening, true_opening = [], [], []
-        for batch in DataLoader(self.val_set, batch_size=8):
-            reference = batch["reference_landmarks"].to(device)
-            truth = landmark_targets(batch["landmarks"].to(device), reference) * face_frame(reference)[1][:, None]
-            truth = truth + reference[:, None]  # pose-aligned true landmarks, image-normalised
-            predicted = predict_landmarks(predictor, batch["audio_features"].to(device), reference)
-            mouth = list(LIP_POINTS)
-            distances.append((predicted[..., mouth, :2] - truth[..., mouth, :2]).norm(dim=-1).mean(-1).flatten() * 512)
-            predicted_opening.append(_opening(predicted).flatten())
-            true_opening.append(_opening(truth).flatten())
-        predicted_opening, true_opening = torch.cat(predicted_opening), torch.cat(true_opening)
-        r = torch.corrcoef(torch.stack([predicted_opening, true_opening]))[0, 1].item()
-        return {"held_out_windows": len(self.val_set), "mouth_lmd_px512": round(torch.cat(distances).mean().item(), 3),
-                "mouth_opening_pearson_r": round(r, 4)}  # fmt: skip
+        return landmark_metrics(predictor, self.val_set)
 
     @torch.no_grad()
     def sample(self, batch: dict, modules: dict[str, nn.Module]) -> np.ndarray:
@@ -250,6 +231,31 @@ class LandmarkStage(Stage):
         (directory / LANDMARK_METRICS_FILE).write_text(json.dumps(metrics, indent=2))
 
 
+@torch.no_grad()
+def landmark_metrics(predictor: nn.Module, clips: Dataset, batch_size: int = 8) -> dict:
+    """P_ldm on windows with audio features (`ClipWindowDataset(..., encoder_name=...)`): the mean distance of
+    the lip landmarks (M-LMD-style, in pixels of a 512 px frame, head motion removed as the model removes it)
+    and the Pearson r of predicted vs true inner-lip opening over all frames."""
+    if not len(clips):
+        return {}
+    device = next(predictor.parameters()).device
+    distances, predicted_opening, true_opening = [], [], []
+    for batch in DataLoader(clips, batch_size=batch_size):
+        reference = batch["reference_landmarks"].to(device)
+        truth = landmark_targets(batch["landmarks"].to(device), reference) * face_frame(reference)[1][:, None]
+        truth = truth + reference[:, None]  # pose-aligned true landmarks, image-normalised
+        predicted = predict_landmarks(predictor, batch["audio_features"].to(device), reference)
+        lips = (predicted[..., LIP_POINTS, :2] - truth[..., LIP_POINTS, :2]).norm(dim=-1)  # (B, T, K)
+        distances.append(lips.mean(-1).flatten() * 512)
+        predicted_opening.append(mouth_opening(predicted).flatten())
+        true_opening.append(mouth_opening(truth).flatten())
+    predicted_opening, true_opening = torch.cat(predicted_opening), torch.cat(true_opening)
+    r = torch.corrcoef(torch.stack([predicted_opening, true_opening]))[0, 1].item()
+    return {"windows": len(clips), "frames": len(true_opening),
+            "mouth_lmd_px512": round(torch.cat(distances).mean().item(), 3),
+            "mouth_opening_pearson_r": round(r, 4)}  # fmt: skip
+
+
 def mouth_psnr(video: torch.Tensor, truth: torch.Tensor, landmarks: torch.Tensor, margin: float = 0.25) -> float:
     """PSNR (dB) of `video` vs `truth` (B, F, 3, R, R) in each frame's mouth box: the lip landmarks' bounding box
     (landmarks (B, F, 478, 3), image-normalised), widened by `margin` of its size on every side."""
@@ -268,6 +274,6 @@ def mouth_psnr(video: torch.Tensor, truth: torch.Tensor, landmarks: torch.Tensor
     return torch.cat(errors).mean().item()
 
 
-def _opening(landmarks: torch.Tensor) -> torch.Tensor:
+def mouth_opening(landmarks: torch.Tensor) -> torch.Tensor:
     """Inner-lip opening (points 13 and 14), as the synthetic set measures it."""
     return (landmarks[..., 14, :2] - landmarks[..., 13, :2]).norm(dim=-1)
