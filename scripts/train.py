@@ -1,6 +1,8 @@
 """Train one stage of FaceEditTalker (Alg. 1-3) with Hydra + Accelerate.
 
     python scripts/train.py stage=1 experiment=tiny hydra.run.dir=runs/tiny
+    python scripts/train.py stage=3 experiment=tiny stage3.feature_space=runs/tiny/export     # video model
+    python scripts/train.py stage=3 experiment=tiny stage3.target=landmarks                  # P_ldm
     accelerate launch scripts/train.py stage=1 experiment=paper data.root=/datasets/ffhq
 """
 

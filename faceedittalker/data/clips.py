@@ -70,8 +70,9 @@ def read_frames_at(folder: str | os.PathLike, indices: Sequence[int]) -> np.ndar
         return np.stack([np.asarray(Image.open(files[i]).convert("RGB")) for i in indices])
     wanted, last, found = set(indices), max(indices), {}
     with av.open(str(folder / "frames.mp4")) as container:
+        # Single-threaded on purpose: leaving a frame-threaded decoder early (we stop at the last frame needed)
+        # can deadlock in avcodec_free_context (seen with PyAV 18 after ~2000 reads during training).
         stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
         for index, frame in enumerate(container.decode(stream)):
             if index in wanted:
                 found[index] = frame.to_ndarray(format="rgb24")

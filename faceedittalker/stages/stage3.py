@@ -176,7 +176,8 @@ class LandmarkStage(Stage):
         encoder = instantiate(self.cfg.audio_encoder)
         self.audio_dim = encoder.dim
         self.audio_encoder_config = OmegaConf.to_container(self.cfg.audio_encoder, resolve=True)
-        root = instantiate(self.cfg.clip_data.root) if OmegaConf.is_dict(self.cfg.clip_data.root) else self.cfg.clip_data.root
+        root = self.cfg.clip_data.root
+        root = instantiate(root) if OmegaConf.is_dict(root) else root  # the synthetic set is made on first use
         with PartialState().main_process_first():
             for clip in tqdm(list_clips(root), desc=f"audio features ({encoder.name})", leave=False):
                 encoder.clip_features(clip)
