@@ -91,6 +91,17 @@ def test_stage3_video_trains_exports_a_talking_head_model_and_resumes(tmp_path, 
     # Sample grid: 3 rows (truth | L | generated) x 4 frames of 32 px with 2 px padding.
     grid = np.asarray(Image.open(tmp_path / "run" / "samples" / "step-00000004.png"))
     assert grid.shape == (3 * 34 + 2, 4 * 34 + 2, 3)
+    # The evaluation script: metrics for both drives and the still baseline, and a 4-row picture.
+    clips = trainer.stage.build_dataset().clips[0].parent
+    done = run_script("evaluate_video.py", f"model={export}", f"clips={clips}", "windows=2", "batch_size=2",
+                      "steps=2", f"output={tmp_path / 'm.json'}", f"plot={tmp_path / 'v.png'}", "zoom=1")  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert metrics["windows"] == 2 and set(metrics) >= {"driven_by_L", "reference_landmarks", "still"}
+    assert all(0 < metrics[k]["mouth_psnr"] < 100 for k in ("driven_by_L", "reference_landmarks", "still"))
+    assert np.asarray(Image.open(tmp_path / "v.png")).shape == (4 * 34 + 2, 4 * 34 + 2, 3)
+    bad = run_script("evaluate_video.py", f"model={tmp_path}", f"clips={clips}")
+    assert bad.returncode == 2 and "not a stage-3 video model folder" in bad.stderr
     # Re-running with more steps resumes from the last checkpoint.
     _, resumed = train(tmp_path / "run", [*overrides, "trainer.max_steps=6"])
     assert resumed.step == 6 and ckpt.latest_checkpoint(tmp_path / "run" / "checkpoints").name.endswith("06")
