@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,9 +53,17 @@ def list_clips(root: str | os.PathLike) -> list[Path]:
 
 
 def read_frames(folder: str | os.PathLike, start: int = 0, stop: int | None = None) -> np.ndarray:
-    """Frames [start, stop) of a clip as (T, H, W, 3) uint8."""
-    stop_at = stop if stop is not None else _num_stored_frames(Path(folder))
-    return read_frames_at(folder, range(start, stop_at))
+    """Frames [start, stop) of a clip as (T, H, W, 3) uint8, in one pass."""
+    folder = Path(folder)
+    if (folder / "frames").is_dir():
+        return np.stack([np.asarray(Image.open(p).convert("RGB")) for p in _frame_files(folder)[start:stop]])
+    frames = []
+    for index, frame in _decoded(folder):
+        if stop is not None and index >= stop:
+            break
+        if index >= start:
+            frames.append(frame.to_ndarray(format="rgb24"))
+    return np.stack(frames)
 
 
 def read_frames_at(folder: str | os.PathLike, indices: Sequence[int]) -> np.ndarray:
@@ -69,30 +77,27 @@ def read_frames_at(folder: str | os.PathLike, indices: Sequence[int]) -> np.ndar
         files = _frame_files(folder)
         return np.stack([np.asarray(Image.open(files[i]).convert("RGB")) for i in indices])
     wanted, last, found = set(indices), max(indices), {}
-    with av.open(str(folder / "frames.mp4")) as container:
-        # Single-threaded on purpose: leaving a frame-threaded decoder early (we stop at the last frame needed)
-        # can deadlock in avcodec_free_context (seen with PyAV 18 after ~2000 reads during training).
-        stream = container.streams.video[0]
-        for index, frame in enumerate(container.decode(stream)):
-            if index in wanted:
-                found[index] = frame.to_ndarray(format="rgb24")
-            if index >= last:
-                break
+    for index, frame in _decoded(folder):
+        if index in wanted:
+            found[index] = frame.to_ndarray(format="rgb24")
+        if index >= last:
+            break
     missing = wanted - set(found)
     if missing:
         raise InputError(f"{folder / 'frames.mp4'} has no frame {min(missing)} (it has {len(found)} of those asked)")
     return np.stack([found[i] for i in indices])
 
 
+def _decoded(folder: Path) -> Iterator[tuple[int, av.VideoFrame]]:
+    """(index, frame) of `frames.mp4`, decoded lazily; callers may stop early."""
+    with av.open(str(folder / "frames.mp4")) as container:
+        # Single-threaded on purpose: leaving a frame-threaded decoder early (callers stop at the last frame they
+        # need) can deadlock in avcodec_free_context (seen with PyAV 18 after ~2000 reads during training).
+        yield from enumerate(container.decode(container.streams.video[0]))
+
+
 def _frame_files(folder: Path) -> list[Path]:
     return sorted(p for p in (folder / "frames").iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
-
-
-def _num_stored_frames(folder: Path) -> int:
-    if (folder / "frames").is_dir():
-        return len(_frame_files(folder))
-    with av.open(str(folder / "frames.mp4")) as container:
-        return sum(1 for _ in container.decode(video=0))
 
 
 def read_clip(folder: str | os.PathLike) -> Clip:
