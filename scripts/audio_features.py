@@ -18,8 +18,9 @@ import numpy as np
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from faceedittalker.data.audio import audio_encoder_from_name, check_speech, load_audio
+from faceedittalker.data.audio import check_speech, load_audio
 from faceedittalker.errors import InputError, exit_on_input_error
+from faceedittalker.models.audio_encoder import audio_encoder_from_name
 
 
 @hydra.main(config_path="../configs", config_name="audio_features", version_base="1.3")

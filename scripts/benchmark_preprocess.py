@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 
 from faceedittalker import REPO_ROOT
-from faceedittalker.data.landmarks import FaceLandmarker
 from faceedittalker.data.preprocess import Preprocessor, PreprocessSettings
+from faceedittalker.landmarks.detector import FaceLandmarker
 
 sys.path.insert(0, str(REPO_ROOT / "tests"))
 from media_fixtures import astronaut, talking_video  # noqa: E402

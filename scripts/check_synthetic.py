@@ -16,10 +16,11 @@ from omegaconf import DictConfig
 from PIL import Image, ImageDraw, ImageFont
 from tqdm import tqdm
 
-from faceedittalker.data import synthetic as syn
 from faceedittalker.data.audio import load_audio
-from faceedittalker.data.landmarks import FaceLandmarker, render_landmarks
 from faceedittalker.errors import exit_on_input_error
+from faceedittalker.landmarks.detector import FaceLandmarker
+from faceedittalker.landmarks.render import render_landmarks
+from faceedittalker.synthetic import sets as syn
 
 SHORT_NAMES = {"Eyeglasses": "glasses", "Smiling": "smiling", "Mouth_Slightly_Open": "mouth open",
                "Black_Hair": "black hair", "Blond_Hair": "blond", "Brown_Hair": "brown hair",

@@ -22,15 +22,17 @@ from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from faceedittalker.data.clips import ClipWindowDataset, list_clips
-from faceedittalker.data.landmarks import render_landmarks
 from faceedittalker.errors import InputError, exit_on_input_error
+from faceedittalker.landmarks.render import render_landmarks
+from faceedittalker.landmarks.topology import mouth_opening
+from faceedittalker.metrics.landmarks import landmark_metrics
 from faceedittalker.models.landmark_predictor import (
     LandmarkPredictor,
     face_frame,
     landmark_targets,
     predict_landmarks,
 )
-from faceedittalker.stages.stage3 import AUDIO_ENCODER_FILE, landmark_metrics, mouth_opening
+from faceedittalker.stages.stage3_landmarks import AUDIO_ENCODER_FILE
 
 log = logging.getLogger("evaluate_landmarks")
 

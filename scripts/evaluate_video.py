@@ -22,9 +22,9 @@ from tqdm import tqdm
 
 from faceedittalker.data.clips import ClipWindowDataset
 from faceedittalker.errors import exit_on_input_error
+from faceedittalker.metrics.image import mouth_psnr, psnr
 from faceedittalker.models.talking_head import TalkingHeadModel
-from faceedittalker.stages.stage3 import mouth_psnr
-from faceedittalker.utils.images import psnr, save_grid
+from faceedittalker.utils.images import save_grid
 
 
 @torch.no_grad()

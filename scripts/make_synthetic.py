@@ -10,8 +10,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from faceedittalker.data.synthetic import SET_KINDS, write_synthetic_set
 from faceedittalker.errors import InputError, exit_on_input_error
+from faceedittalker.synthetic.sets import SET_KINDS, write_synthetic_set
 
 
 @hydra.main(config_path="../configs", config_name="synthetic", version_base="1.3")

@@ -9,8 +9,8 @@ its 478 points are turned frontal, symmetric and unit-sized (`synthetic_face.bui
 import numpy as np
 from skimage import data
 
-from faceedittalker.data.landmarks import FaceLandmarker
-from faceedittalker.data.synthetic_face import TEMPLATE_MESH_PATH, build_template_mesh
+from faceedittalker.landmarks.detector import FaceLandmarker
+from faceedittalker.synthetic.face import TEMPLATE_MESH_PATH, build_template_mesh
 
 
 def main() -> None:

@@ -13,9 +13,9 @@ import dataclasses
 import hydra
 from omegaconf import DictConfig
 
-from faceedittalker.data.landmarks import DEFAULT_MODEL_PATH
 from faceedittalker.data.preprocess import Preprocessor, PreprocessSettings
 from faceedittalker.errors import exit_on_input_error
+from faceedittalker.landmarks.pose import DEFAULT_MODEL_PATH
 
 
 @hydra.main(config_path="../configs", config_name="preprocess", version_base="1.3")

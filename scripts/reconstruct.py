@@ -13,9 +13,10 @@ import torch
 from omegaconf import DictConfig
 
 from faceedittalker.data.images import ImageFolderDataset
-from faceedittalker.data.portraits import real_face_crops
 from faceedittalker.errors import exit_on_input_error
-from faceedittalker.models.feature_space import ImageFeatureSpace, reconstruction_check
+from faceedittalker.metrics.semantics import reconstruction_check
+from faceedittalker.models.feature_space import ImageFeatureSpace
+from faceedittalker.synthetic.portraits import real_face_crops
 from faceedittalker.utils.images import save_grid
 
 

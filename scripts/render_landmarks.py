@@ -13,8 +13,9 @@ import numpy as np
 from omegaconf import DictConfig
 from PIL import Image, UnidentifiedImageError
 
-from faceedittalker.data.landmarks import FaceLandmarker, render_landmarks
 from faceedittalker.errors import InputError, exit_on_input_error
+from faceedittalker.landmarks.detector import FaceLandmarker
+from faceedittalker.landmarks.render import render_landmarks
 
 
 @hydra.main(config_path="../configs", config_name="render_landmarks", version_base="1.3")

@@ -15,9 +15,6 @@ from media_fixtures import speech_path, tiny_wav2vec2, write_audio
 from faceedittalker import REPO_ROOT
 from faceedittalker.data.audio import (
     SAMPLE_RATE,
-    AudioFeatureEncoder,
-    MelFeatureEncoder,
-    audio_encoder_from_name,
     check_speech,
     feature_cache_path,
     load_audio,
@@ -25,6 +22,7 @@ from faceedittalker.data.audio import (
     resample,
 )
 from faceedittalker.errors import InputError
+from faceedittalker.models.audio_encoder import AudioFeatureEncoder, MelFeatureEncoder, audio_encoder_from_name
 
 
 @pytest.fixture(scope="module")

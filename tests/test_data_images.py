@@ -8,9 +8,9 @@ import torch
 from PIL import Image
 
 from faceedittalker.data.images import ImageFolderDataset, write_latent_cache
-from faceedittalker.data.portraits import ensure_real_face_folder, real_face_crops
 from faceedittalker.errors import InputError
 from faceedittalker.models.autoencoder import IdentityAutoencoder
+from faceedittalker.synthetic.portraits import ensure_real_face_folder, real_face_crops
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-from faceedittalker.data.synthetic import Expression, Pose, mouth_opening, render_face, sample_identity
 from faceedittalker.models.landmark_predictor import (
     STABLE_POINTS,
     LandmarkPredictor,
@@ -17,6 +16,7 @@ from faceedittalker.models.landmark_predictor import (
     predict_landmarks,
     rigid_align,
 )
+from faceedittalker.synthetic.sets import Expression, Pose, mouth_opening, render_face, sample_identity
 
 
 @pytest.fixture(scope="module")

@@ -11,17 +11,11 @@ import pytest
 from media_fixtures import astronaut
 from PIL import Image
 
-from faceedittalker.data.landmarks import (
-    CONNECTIONS,
-    NUM_LANDMARKS,
-    FaceLandmarker,
-    apply_pose,
-    canonical_face_mesh,
-    estimate_pose,
-    normalise_pose,
-    render_landmarks,
-)
 from faceedittalker.errors import InputError
+from faceedittalker.landmarks.detector import FaceLandmarker
+from faceedittalker.landmarks.pose import apply_pose, canonical_face_mesh, estimate_pose, normalise_pose
+from faceedittalker.landmarks.render import render_landmarks
+from faceedittalker.landmarks.topology import CONNECTIONS, NUM_LANDMARKS
 
 # MediaPipe indices: outer eye corners (subject's right 33, left 263), upper/lower inner lip, chin, forehead.
 RIGHT_EYE_OUTER, LEFT_EYE_OUTER, UPPER_LIP, LOWER_LIP, CHIN, FOREHEAD = 33, 263, 13, 14, 152, 10

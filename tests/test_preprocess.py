@@ -14,8 +14,9 @@ from media_fixtures import faceless_video, talking_video, write_video
 
 from faceedittalker import REPO_ROOT
 from faceedittalker.data.clips import ClipWindowDataset, list_clips, read_clip
-from faceedittalker.data.landmarks import FaceLandmarker, apply_pose, normalise_pose
 from faceedittalker.data.preprocess import Preprocessor, PreprocessSettings, iter_frames_at_fps, plan_clips
+from faceedittalker.landmarks.detector import FaceLandmarker
+from faceedittalker.landmarks.pose import apply_pose, normalise_pose
 
 
 @pytest.fixture(scope="module")

@@ -6,9 +6,10 @@ from __future__ import annotations
 import torch
 from helpers import compose_train_config, run_script
 
-from faceedittalker.data.portraits import real_face_crops
-from faceedittalker.models.feature_space import ImageFeatureSpace, reconstruction_check
+from faceedittalker.metrics.semantics import reconstruction_check
+from faceedittalker.models.feature_space import ImageFeatureSpace
 from faceedittalker.stages import STAGES
+from faceedittalker.synthetic.portraits import real_face_crops
 from faceedittalker.training.trainer import Trainer
 
 

@@ -13,10 +13,10 @@ from PIL import Image
 
 from faceedittalker.data.attributes import write_attribute_file
 from faceedittalker.data.images import LabelledImageDataset
-from faceedittalker.data.portraits import real_face_crops
 from faceedittalker.errors import InputError
 from faceedittalker.models.attributes import AttributeClassifier
 from faceedittalker.stages import STAGES
+from faceedittalker.synthetic.portraits import real_face_crops
 from faceedittalker.training.trainer import Trainer
 
 NAMES = ["Eyeglasses", "Smiling", "Young"]

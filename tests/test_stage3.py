@@ -11,8 +11,8 @@ from helpers import compose_train_config, run_script, tiny_overrides
 from PIL import Image
 from safetensors.torch import load_file
 
-from faceedittalker.data.clips import ClipWindowDataset, default_thickness
-from faceedittalker.data.landmarks import render_landmarks
+from faceedittalker.data.clips import ClipWindowDataset
+from faceedittalker.landmarks.render import default_thickness, render_landmarks
 from faceedittalker.models.landmark_predictor import LandmarkPredictor
 from faceedittalker.models.talking_head import TalkingHeadModel
 from faceedittalker.models.unet import ConditionalUNet
@@ -159,7 +159,8 @@ def test_stage3_bad_input_is_one_line_and_exit_code_2(tmp_path, tiny_cache, over
 
 
 def test_mouth_psnr_looks_only_at_the_mouth_box():
-    from faceedittalker.stages.stage3 import LIP_POINTS, mouth_psnr
+    from faceedittalker.landmarks.topology import LIP_POINTS
+    from faceedittalker.metrics.image import mouth_psnr
 
     landmarks = torch.full((1, 2, 478, 3), 0.5)
     landmarks[..., LIP_POINTS, 0] = torch.linspace(0.4, 0.6, len(LIP_POINTS))  # mouth box x 0.4-0.6

@@ -10,9 +10,9 @@ import pytest
 import soundfile
 from PIL import Image
 
-from faceedittalker.data import synthetic as syn
 from faceedittalker.data.attributes import ATTRIBUTE_FILE_NAME, CELEBA_ATTRIBUTES, read_attribute_file
-from faceedittalker.data.synthetic_face import (
+from faceedittalker.synthetic import sets as syn
+from faceedittalker.synthetic.face import (
     CHIN,
     FACE_OVAL,
     FOREHEAD_TOP,
@@ -209,7 +209,7 @@ def test_unfinished_set_is_regenerated(tmp_path):
 
 @pytest.mark.slow
 def test_real_face_landmarker_finds_synthetic_faces():
-    from faceedittalker.data.landmarks import FaceLandmarker
+    from faceedittalker.landmarks.detector import FaceLandmarker
 
     errors = []
     with FaceLandmarker(mode="image") as landmarker:

@@ -155,7 +155,7 @@ def test_gradient_accumulation_counts_optimiser_steps(tmp_path, tiny_cache):
 
 def test_cache_latents_script_then_training_reads_the_cache(tmp_path, tiny_cache):
     faces = tmp_path / "faces"
-    from faceedittalker.data.portraits import ensure_real_face_folder
+    from faceedittalker.synthetic.portraits import ensure_real_face_folder
 
     ensure_real_face_folder(faces, count=8, resolution=32)
     cache = tmp_path / "latents"

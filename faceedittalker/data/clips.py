@@ -21,8 +21,8 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from faceedittalker.data.audio import SAMPLE_RATE, feature_cache_path
-from faceedittalker.data.landmarks import render_landmarks
 from faceedittalker.errors import InputError
+from faceedittalker.landmarks.render import default_thickness, render_landmarks
 
 CLIP_FILES = ("audio.wav", "landmarks.npy", "meta.json")
 
@@ -222,8 +222,3 @@ class ClipWindowDataset(Dataset):
             features = np.load(feature_cache_path(folder, self.encoder_name), mmap_mode="r")
             result["audio_features"] = torch.from_numpy(np.array(features[window], dtype=np.float32))
         return result
-
-
-def default_thickness(image_size: int) -> int:
-    """Line width of the landmark image L: AniPortrait's 2 px at 512 px, scaled with the image, at least 1."""
-    return max(1, round(2 * image_size / 512))

@@ -35,8 +35,9 @@ from scipy.ndimage import gaussian_filter1d
 from tqdm import tqdm
 
 from faceedittalker.data.audio import SAMPLE_RATE, SILENCE_DBFS, VIDEO_FPS, load_audio, rms_dbfs
-from faceedittalker.data.landmarks import DEFAULT_MODEL_PATH, FaceLandmarker, estimate_pose
 from faceedittalker.errors import InputError
+from faceedittalker.landmarks.detector import FaceLandmarker
+from faceedittalker.landmarks.pose import DEFAULT_MODEL_PATH, estimate_pose
 from faceedittalker.utils.files import find_files
 
 log = logging.getLogger(__name__)

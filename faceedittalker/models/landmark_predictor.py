@@ -28,6 +28,8 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
+from faceedittalker.landmarks.topology import LIP_POINTS
+
 __all__ = [
     "STABLE_POINTS", "face_frame", "face_units", "rigid_align", "landmark_targets", "LandmarkPredictor",
     "predict_landmarks", "landmark_loss",
@@ -214,13 +216,6 @@ def predict_landmarks(
     return reference_landmarks[:, None] + offsets * scale[:, None]  # (B, T, N, 3)
 
 
-@functools.lru_cache(maxsize=1)
-def _lip_points() -> tuple[int, ...]:
-    from faceedittalker.data.landmarks import CONNECTIONS  # imports mediapipe: only when a loss is computed
-
-    return tuple(sorted({i for pair in CONNECTIONS["lips"] for i in pair}))
-
-
 def landmark_loss(predicted: torch.Tensor, target: torch.Tensor, mouth_weight: float = 1.0) -> torch.Tensor:
     """L1 between offsets (B, T, N, 3) (AniPortrait), lip points weighted by `mouth_weight`.
 
@@ -228,6 +223,6 @@ def landmark_loss(predicted: torch.Tensor, target: torch.Tensor, mouth_weight: f
     and the loss stays on the same scale whatever the weight.
     """
     weights = torch.ones(predicted.shape[-2], dtype=predicted.dtype, device=predicted.device)  # (N,)
-    weights[[i for i in _lip_points() if i < len(weights)]] = mouth_weight
+    weights[[i for i in LIP_POINTS if i < len(weights)]] = mouth_weight
     weights = weights / weights.mean()
     return ((predicted - target).abs() * weights[:, None]).mean()

@@ -15,12 +15,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
-from faceedittalker.data.clips import default_thickness
-from faceedittalker.data.landmarks import render_landmarks
 from faceedittalker.diffusion import DDIM
 from faceedittalker.diffusion.ddim import Denoiser
 from faceedittalker.models.feature_space import build_exported_autoencoder, read_export_config
@@ -73,16 +70,6 @@ class TalkingHeadModel(nn.Module):
         self.invert_steps = invert_steps
 
     # ----- conditions ------------------------------------------------------------------------------------
-    def render(self, landmarks: np.ndarray) -> torch.Tensor:
-        """Image-normalised landmarks (..., 478, 3) -> landmark images (..., 3, S, S) in [0, 1], drawn exactly
-        as the training data was."""
-        landmarks = np.asarray(landmarks, dtype=np.float32)
-        flat = landmarks.reshape(-1, *landmarks.shape[-2:])
-        size = self.landmark_image_size
-        drawn = np.stack([render_landmarks(points, size, default_thickness(size)) for points in flat])
-        images = torch.from_numpy(drawn).movedim(-1, -3).float() / 255.0
-        return images.reshape(*landmarks.shape[:-2], 3, size, size)
-
     def landmark_features(self, landmark_images: torch.Tensor, reference_image: torch.Tensor) -> LandmarkFeatures:
         """E_ldm: (B, T, 3, S, S) and (B, 3, S, S) -> F^{1:T} (computed once per video, not per step)."""
         return self.landmark_encoder(landmark_images, reference_image)

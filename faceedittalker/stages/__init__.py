@@ -1,13 +1,25 @@
-"""Training stages (Alg. 1-3), selected by the plain config key `stage` (stage 3 also by `stage3.target`)."""
+"""Training stages (Alg. 1-3), one file each, selected by the plain config key `stage` (and, for stage 3, by
+`stage3.target`: `video` for eps_theta + E_ldm, `landmarks` for P_ldm)."""
 
 from collections.abc import Callable
 
 from omegaconf import DictConfig
 
+from faceedittalker.errors import InputError
 from faceedittalker.stages.base import Stage, StageModules
 from faceedittalker.stages.stage1 import Stage1
 from faceedittalker.stages.stage2 import Stage2
-from faceedittalker.stages.stage3 import LandmarkStage, VideoStage, build_stage3
+from faceedittalker.stages.stage3_landmarks import LandmarkStage
+from faceedittalker.stages.stage3_video import VideoStage
+
+
+def build_stage3(cfg: DictConfig) -> Stage:
+    """`stage=3`: the video model or the landmark predictor, as `stage3.target` says."""
+    targets = {"video": VideoStage, "landmarks": LandmarkStage}
+    if cfg.stage3.target not in targets:
+        raise InputError(f"stage3.target={cfg.stage3.target} is not one of {sorted(targets)}")
+    return targets[cfg.stage3.target](cfg)
+
 
 STAGES: dict[int, Callable[[DictConfig], Stage]] = {1: Stage1, 2: Stage2, 3: build_stage3}
 

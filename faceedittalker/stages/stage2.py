@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from faceedittalker.errors import InputError
+from faceedittalker.metrics.semantics import balanced_accuracy
 from faceedittalker.models.feature_space import ImageFeatureSpace
 from faceedittalker.stages.base import Stage, StageModules
 from faceedittalker.utils.images import image_grid
@@ -95,17 +96,7 @@ class Stage2(Stage):
             return {}
         device = next(classifier.parameters()).device
         predicted = classifier(self.val_codes.to(device)).cpu() > 0
-        truth = self.val_labels > 0.5
-        result: dict[str, float | None] = {}
-        for i, name in enumerate(self.names):
-            positives, negatives = truth[:, i], ~truth[:, i]
-            if positives.all() or negatives.all():
-                result[name] = None
-                continue
-            tpr = predicted[positives, i].float().mean()
-            tnr = (~predicted[negatives, i]).float().mean()
-            result[name] = round(float(tpr + tnr) / 2, 4)
-        return result
+        return balanced_accuracy(predicted, self.val_labels > 0.5, self.names)
 
     @staticmethod
     def mean_accuracy(accuracy: dict[str, float | None]) -> float | None:

@@ -27,12 +27,6 @@ def image_grid(columns: list[torch.Tensor], padding: int = 2) -> np.ndarray:
     return to_uint8(grid)
 
 
-def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Per-image PSNR in dB for images in [-1, 1] (peak-to-peak 2)."""
-    mse = (a.float() - b.float()).pow(2).flatten(1).mean(1)
-    return 10 * torch.log10(4.0 / mse.clamp_min(1e-12))
-
-
 def save_grid(columns: list[torch.Tensor], path: str | Path, zoom: int = 1) -> Path:
     """Write `image_grid(columns)` as a picture, enlarged `zoom` times (nearest neighbour: tiny models work at
     32 px), through a temporary file so that no half-written picture is left behind."""

@@ -1,6 +1,6 @@
 """The synthetic talking-face set: a small world whose truth is known, to train and check every stage on CPU.
 
-Faces come from `synthetic_face` (a real face's 478-point mesh, varied in shape, colours, pose and
+Faces come from `synthetic.face` (a real face's 478-point mesh, varied in shape, colours, pose and
 attributes); talking clips move the mouth with the loudness and spectrum of real speech from
 `assets/speech/`. Three kinds of set, in the layouts of DESIGN section 4:
 
@@ -29,7 +29,9 @@ from tqdm import tqdm
 
 from faceedittalker import ASSETS_DIR
 from faceedittalker.data.attributes import ATTRIBUTE_FILE_NAME, CELEBA_ATTRIBUTES, write_attribute_file
-from faceedittalker.data.synthetic_face import (
+from faceedittalker.data.audio import SAMPLE_RATE, VIDEO_FPS
+from faceedittalker.landmarks.topology import mouth_opening
+from faceedittalker.synthetic.face import (
     RENDERED_ATTRIBUTES,
     Expression,
     Identity,
@@ -43,12 +45,11 @@ from faceedittalker.data.synthetic_face import (
 __all__ = [
     "RENDERED_ATTRIBUTES", "Expression", "Identity", "Pose", "render_face", "rest_expression",
     "sample_identity", "with_attributes", "speech_envelope", "mouth_from_speech", "render_clip",
-    "write_synthetic_set", "ensure_synthetic_set", "SET_KINDS",
+    "write_synthetic_set", "ensure_synthetic_set", "SET_KINDS", "mouth_opening",
 ]  # fmt: skip
 
 SPEECH_DIR = ASSETS_DIR / "speech"
-SAMPLE_RATE = 16000
-FPS = 25
+
 SET_KINDS = ("images", "attributes", "clips")
 COMPLETE_MARKER = ".complete"
 _KIND_CODES = {"images": 1, "attributes": 2, "clips": 3}
@@ -58,7 +59,7 @@ MAX_JAW_OPEN = 0.1  # face heights: a wide-open mouth on the loudest syllables
 # --- speech -> mouth ---
 
 
-def speech_envelope(waveform: np.ndarray, sample_rate: int = SAMPLE_RATE, fps: float = FPS):
+def speech_envelope(waveform: np.ndarray, sample_rate: int = SAMPLE_RATE, fps: float = VIDEO_FPS):
     """Per video frame: the RMS loudness and the spectral centroid (Hz) of a 64 ms window centred on it.
 
     Returns two float arrays of length ceil(len / samples per frame)."""
@@ -132,7 +133,7 @@ def cut_speech(rng: np.random.Generator, seconds: float) -> tuple[np.ndarray, li
 
 def _smooth_motion(rng: np.random.Generator, num_frames: int, amplitude: float) -> np.ndarray:
     """A smooth random curve: a sum of three slow sinusoids (0.1-0.6 Hz)."""
-    t = np.arange(num_frames) / FPS
+    t = np.arange(num_frames) / VIDEO_FPS
     curve = np.zeros(num_frames)
     for _ in range(3):
         curve += np.sin(2 * np.pi * rng.uniform(0.1, 0.6) * t + rng.uniform(0, 2 * np.pi)) / 3
@@ -147,7 +148,7 @@ def _blinks(rng: np.random.Generator, num_frames: int) -> np.ndarray:
     while frame < num_frames:
         end = min(frame + len(profile), num_frames)
         closure[frame:end] = np.maximum(closure[frame:end], profile[: end - frame])
-        frame += int(rng.uniform(2, 5) * FPS)
+        frame += int(rng.uniform(2, 5) * VIDEO_FPS)
     return closure
 
 
@@ -184,11 +185,6 @@ def render_clip(
     truth = {"jaw_open": jaw_open, "spread": spread, "loudness": loudness, "blink": blink,
              "yaw": yaw, "pitch": pitch, "roll": roll}  # fmt: skip
     return frames, landmarks, truth
-
-
-def mouth_opening(landmarks: np.ndarray) -> np.ndarray:
-    """Inner-lip opening per frame (distance of points 13 and 14), in image heights."""
-    return np.linalg.norm(landmarks[..., 14, :2] - landmarks[..., 13, :2], axis=-1)
 
 
 # --- sets on disk ---
@@ -228,12 +224,12 @@ def _write_clip(args: tuple) -> None:
     # (Imported here: preprocess pulls in MediaPipe, which images-only users of this module do not need.)
     from faceedittalker.data.preprocess import write_video
 
-    write_video(clip / "frames.mp4", iter(frames), FPS, size, crf=14)
+    write_video(clip / "frames.mp4", iter(frames), VIDEO_FPS, size, crf=14)
     soundfile.write(clip / "audio.wav", waveform, SAMPLE_RATE, subtype="PCM_16")
     np.save(clip / "landmarks.npy", landmarks)
     attributes = {name: int(v) for name, v in zip(CELEBA_ATTRIBUTES, identity.labels(), strict=True)}
     meta = {
-        "clip_id": clip.name, "frames": "frames.mp4", "fps": FPS, "size": [size, size],
+        "clip_id": clip.name, "frames": "frames.mp4", "fps": VIDEO_FPS, "size": [size, size],
         "num_frames": len(frames), "source": "synthetic",
         "detection_rate": 1.0, "sample_rate": SAMPLE_RATE, "seed": seed, "index": index,
         "speech": provenance, "attributes": attributes, "identity": _jsonable(identity.to_dict()),

@@ -1,5 +1,5 @@
 """Synthetic faces with known truth: identities, attribute labels and exact landmarks in MediaPipe's
-478-point topology (the drawing half of `synthetic`).
+478-point topology (the drawing half of the synthetic world; `sets` writes the data sets).
 
 Faces are drawn from a template mesh (a real face, `assets/template_mesh.npy`, see `build_template_mesh`):
 the 468 mesh points are Delaunay-triangulated and the triangles filled with skin shaded by their normal;
@@ -25,45 +25,37 @@ from scipy.spatial import Delaunay
 
 from faceedittalker import ASSETS_DIR
 from faceedittalker.data.attributes import CELEBA_ATTRIBUTES
+from faceedittalker.landmarks.topology import (
+    CHIN,
+    FACE_OVAL,
+    FOREHEAD_TOP,
+    LEFT_BROW_LOWER,
+    LEFT_BROW_UPPER,
+    LEFT_EYE,
+    LEFT_EYE_LOWER,
+    LEFT_EYE_UPPER,
+    LEFT_IRIS,
+    LIP_POINTS,
+    LIPS_INNER_LOWER,
+    LIPS_INNER_UPPER,
+    LIPS_OUTER_LOWER,
+    LIPS_OUTER_UPPER,
+    MOUTH_INNER,
+    NOSE_TIP,
+    RIGHT_BROW_LOWER,
+    RIGHT_BROW_UPPER,
+    RIGHT_EYE,
+    RIGHT_EYE_LOWER,
+    RIGHT_EYE_UPPER,
+    RIGHT_IRIS,
+)
 
 TEMPLATE_MESH_PATH = ASSETS_DIR / "template_mesh.npy"
 
-# --- MediaPipe topology: ordered contours (indices of the 478-point face mesh) ---
-
-FACE_OVAL = [10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377, 152,
-             148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109]  # fmt: skip
-LIPS_OUTER_UPPER = [61, 185, 40, 39, 37, 0, 267, 269, 270, 409, 291]
-LIPS_OUTER_LOWER = [61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291]
-LIPS_INNER_UPPER = [78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308]
-LIPS_INNER_LOWER = [78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308]
-# Eyes: the subject's right eye is on the image's left. Upper and lower lids run from the outer corner to the
-# inner one, so upper[i] sits above lower[i].
-RIGHT_EYE_CORNERS = (33, 133)
-RIGHT_EYE_UPPER = [246, 161, 160, 159, 158, 157, 173]
-RIGHT_EYE_LOWER = [7, 163, 144, 145, 153, 154, 155]
-LEFT_EYE_CORNERS = (263, 362)
-LEFT_EYE_UPPER = [466, 388, 387, 386, 385, 384, 398]
-LEFT_EYE_LOWER = [249, 390, 373, 374, 380, 381, 382]
-RIGHT_IRIS = [468, 469, 470, 471, 472]  # centre first
-LEFT_IRIS = [473, 474, 475, 476, 477]
-RIGHT_BROW_UPPER = [70, 63, 105, 66, 107]  # outer -> inner
-RIGHT_BROW_LOWER = [46, 53, 52, 65, 55]
-LEFT_BROW_UPPER = [300, 293, 334, 296, 336]
-LEFT_BROW_LOWER = [276, 283, 282, 295, 285]
-FOREHEAD_TOP, CHIN, NOSE_TIP = 10, 152, 1
+# Points of the face that only the renderer needs (the contours are `landmarks.topology`).
 RIGHT_CHEEK, LEFT_CHEEK = 50, 280
 RIGHT_NOSTRIL, LEFT_NOSTRIL = 98, 327
 RIGHT_FACE_SIDE, LEFT_FACE_SIDE = 234, 454  # face oval at ear level
-
-
-def _eye_contour(corners: tuple[int, int], upper: list[int], lower: list[int]) -> list[int]:
-    return [corners[0], *upper, corners[1], *lower[::-1]]
-
-
-RIGHT_EYE = _eye_contour(RIGHT_EYE_CORNERS, RIGHT_EYE_UPPER, RIGHT_EYE_LOWER)
-LEFT_EYE = _eye_contour(LEFT_EYE_CORNERS, LEFT_EYE_UPPER, LEFT_EYE_LOWER)
-MOUTH_INNER = LIPS_INNER_UPPER + LIPS_INNER_LOWER[-2:0:-1]
-LIPS_ALL = sorted(set(LIPS_OUTER_UPPER + LIPS_OUTER_LOWER + LIPS_INNER_UPPER + LIPS_INNER_LOWER))
 
 # --- attributes ---
 
@@ -216,10 +208,10 @@ def _smile(points: np.ndarray, amount: float) -> np.ndarray:
 
 def _spread_lips(points: np.ndarray, spread: float) -> np.ndarray:
     """Widen (spread > 0, as for 'ee') or round and push out (spread < 0, as for 'oo') the lips."""
-    centre = points[LIPS_ALL].mean(axis=0)
-    out = _scale_region(points, LIPS_ALL, (1.0 + 0.25 * spread, 1.0, 1.0), 0.06, centre)
+    centre = points[LIP_POINTS].mean(axis=0)
+    out = _scale_region(points, LIP_POINTS, (1.0 + 0.25 * spread, 1.0, 1.0), 0.06, centre)
     if spread < 0:
-        out = _shift_region(out, LIPS_ALL, (0.0, 0.0, 0.05 * spread), 0.05)
+        out = _shift_region(out, LIP_POINTS, (0.0, 0.0, 0.05 * spread), 0.05)
     return out
 
 
@@ -446,8 +438,8 @@ def identity_mesh(identity: Identity) -> np.ndarray:
     nose = [1, 2, 4, 5, 19, 94, 98, 327, 97, 326, 129, 358, 48, 278, 64, 294, 102, 331, 49, 279]
     # Grow the nose about its root (point 168, between the eyes) so it lengthens down and widens.
     p = _scale_region(p, nose, (identity.nose_size,) * 3, 0.03, centre=p[168])
-    lip_centre = p[LIPS_ALL].mean(axis=0)
-    return _scale_region(p, LIPS_ALL, (identity.mouth_width, identity.lip_thickness, 1.0), 0.04, lip_centre)
+    lip_centre = p[LIP_POINTS].mean(axis=0)
+    return _scale_region(p, LIP_POINTS, (identity.mouth_width, identity.lip_thickness, 1.0), 0.04, lip_centre)
 
 
 def apply_expression(p: np.ndarray, expression: Expression) -> np.ndarray:

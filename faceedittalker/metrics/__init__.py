@@ -1,0 +1,5 @@
+"""Metrics: how close generated images, videos and landmarks are to the truth, and what the codes carry.
+
+`image`: PSNR, whole and in the mouth box. `landmarks`: the landmark predictor on held-out clips. `semantics`: what
+z_sem carries (the denoiser's reliance on it, the reconstruction check) and the balanced accuracy of stage 2.
+"""

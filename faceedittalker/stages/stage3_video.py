@@ -1,0 +1,136 @@
+"""Stage 3, Alg. 3 (`stage3.target=video`): the audio-driven video generation module, trained on talking clips.
+
+eps_theta inflated from the stage-1 model (`stage3.feature_space`) with zero-initialised temporal layers and
+landmark-feature input channels, and a new E_ldm; E_img and E_sem frozen. Loss (Eq. 13):
+|| eps_theta(Z_t, t | z_sem = E_sem(x_ref), F = E_ldm(L, l_ref)) - eps ||^2 over the latents of a window of
+frames, with ground-truth landmarks L from the dataset and a reference frame of the same clip.
+
+Reading of Alg. 3: its lines 6-7 noise E_img(x_ref); we noise the latents of the clip's frames (what Eq. 13's
+eps-MSE needs to learn motion), and the reference enters through z_sem. At inference Z_T is the reference's
+DDIM-inverted latent, shared by all frames (Alg. 4, `TalkingHeadModel`).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from torch import nn
+from torch.utils.data import Dataset
+
+from faceedittalker.errors import InputError
+from faceedittalker.metrics.image import mouth_psnr, psnr
+from faceedittalker.models.feature_space import ImageFeatureSpace
+from faceedittalker.models.talking_head import TalkingHeadModel
+from faceedittalker.models.unet import ConditionalUNet
+from faceedittalker.stages.base import Stage, StageModules
+from faceedittalker.utils.images import image_grid
+
+log = logging.getLogger(__name__)
+
+
+
+
+class VideoStage(Stage):
+    name = "stage3"
+
+    def build_dataset(self) -> Dataset:
+        if not self.cfg.stage3.feature_space:
+            raise InputError("stage 3 needs a trained stage-1 model: set stage3.feature_space=RUN/export")
+        self.space = ImageFeatureSpace.from_pretrained(self.cfg.stage3.feature_space)
+        video = self.cfg.stage3.video
+        self.landmark_image_size = video.landmark_image_size or self.space.resolution
+        dataset = instantiate(
+            self.cfg.clip_data,
+            num_frames=video.num_frames,
+            frame_strides=list(video.frame_strides),
+            window_step=video.window_step,
+            resolution=self.space.resolution,
+            landmark_image_size=self.landmark_image_size,
+            load_audio=False,
+            seed=self.cfg.seed,
+        )
+        log.info("stage 3 (video): %d windows of %d frames from %d clips", len(dataset), video.num_frames,
+                 len(dataset.clips))  # fmt: skip
+        return dataset
+
+    def build_modules(self) -> StageModules:
+        """Must follow `build_dataset` (it loads the stage-1 model)."""
+        cfg, space = self.cfg, self.space
+        encoder_cfg = OmegaConf.to_container(cfg.landmark_encoder, resolve=True)
+        multiscale = encoder_cfg.pop("multiscale")
+        unet = ConditionalUNet.inflate(
+            space.unet, cond_channels=encoder_cfg["cond_channels"], temporal_layers=True,
+            **OmegaConf.to_container(cfg.stage3.video.temporal, resolve=True),
+        )  # fmt: skip
+        landmark_encoder = instantiate(
+            encoder_cfg, _convert_="all", image_size=self.landmark_image_size,
+            latent_size=space.resolution // space.autoencoder.downsample_factor,
+            residual_channels=unet.residual_channels if multiscale else [],
+        )  # fmt: skip
+        if not cfg.stage3.video.train_spatial:  # AniPortrait's motion-only stage: spatial layers stay as stage 1
+            for name, parameter in unet.named_parameters():
+                parameter.requires_grad_(".temporal." in name or name.startswith("conv_in"))
+        space.semantic_encoder.requires_grad_(False)
+        self.diffusion = space.ddim
+        return StageModules(
+            trainable={"unet": unet, "landmark_encoder": landmark_encoder},
+            frozen={"autoencoder": space.autoencoder, "semantic_encoder": space.semantic_encoder},
+        )
+
+    def training_step(self, batch: dict, modules: dict[str, nn.Module]) -> torch.Tensor:
+        frames = batch["frames"]  # (B, F, 3, R, R) in [-1, 1]
+        batch_size, num_frames = frames.shape[:2]
+        with torch.no_grad():
+            z0 = modules["autoencoder"].encode(frames.flatten(0, 1)).unflatten(0, (batch_size, num_frames))
+            z_sem = modules["semantic_encoder"](batch["reference"])  # (B, Z)
+        features = modules["landmark_encoder"](batch["landmark_images"], batch["reference_landmark_image"])
+        unet = modules["unet"]
+        return self.diffusion.training_loss(  # Eq. 13
+            lambda z_t, t: unet(z_t, t, z_sem, features.cond, features.residuals or None), z0
+        )
+
+    def talking_head(self, modules: dict[str, nn.Module]) -> TalkingHeadModel:
+        sampling, video = self.cfg.sampling, self.cfg.stage3.video
+        return TalkingHeadModel(
+            modules["autoencoder"], modules["semantic_encoder"], modules["unet"], modules["landmark_encoder"],
+            self.diffusion, self.space.resolution, self.landmark_image_size, num_frames=video.num_frames,
+            window_overlap=video.window_overlap, sample_steps=sampling.sample_steps,
+            invert_steps=sampling.invert_steps,
+        )  # fmt: skip
+
+    @torch.no_grad()
+    def sample(self, batch: dict, modules: dict[str, nn.Module]) -> np.ndarray:
+        """Per clip (at most 2), three rows over its frames: ground truth | landmark images L | generated from
+        the reference's inverted Z_T, z_sem and L. Logs how close the frames are to the truth, whole and in the
+        mouth region, against the same generation driven by the reference's landmarks on every frame: the
+        mouth gap between the two is what the model takes from L."""
+        model = self.talking_head(modules)
+        batch = {k: v[:2] for k, v in batch.items()}
+        frames = batch["frames"]  # (B, F, 3, R, R)
+        z_sem, z_T = model.encode_reference(batch["reference"], batch["reference_landmark_image"])
+        generated = model.generate(z_T, z_sem, batch["landmark_images"], batch["reference_landmark_image"])
+        frozen = batch["reference_landmark_image"][:, None].expand_as(batch["landmark_images"])
+        still = model.generate(z_T, z_sem, frozen, batch["reference_landmark_image"])
+        scores = {name: (psnr(video.flatten(0, 1), frames.flatten(0, 1)).mean().item(),
+                         mouth_psnr(video, frames, batch["landmarks"]))
+                  for name, video in (("driven by L", generated), ("reference landmarks", still))}  # fmt: skip
+        log.info("stage 3 sample, PSNR vs the true frames (whole / mouth): %s",
+                 ", ".join(f"{k} {a:.2f} / {b:.2f} dB" for k, (a, b) in scores.items()))  # fmt: skip
+        landmarks = nn.functional.interpolate(batch["landmark_images"].flatten(0, 1) * 2 - 1, size=frames.shape[-2:],
+                                              mode="area").unflatten(0, frames.shape[:2])  # fmt: skip
+        rows = []
+        for clip in range(len(frames)):
+            rows += [frames[clip], landmarks[clip], generated[clip]]
+        return image_grid(list(torch.stack(rows, dim=1)))  # columns = frames
+
+    def export(self, directory: Path, modules: dict[str, nn.Module]) -> None:
+        """The stage-3 export is self-contained: the frozen E_sem is saved beside the trained modules."""
+        modules["semantic_encoder"].save_pretrained(directory / "semantic_encoder")
+        self.talking_head(modules).save_config(directory)
+
+
