@@ -4,7 +4,9 @@ from pathlib import Path
 
 __version__ = "0.1.0"
 
-# The repository root (editable install): vendored assets and configs live beside the package.
-REPO_ROOT = Path(__file__).resolve().parent.parent
-ASSETS_DIR = REPO_ROOT / "assets"
-CONFIGS_DIR = REPO_ROOT / "configs"
+# Configs and vendored assets ship inside the package, so a plain (non-editable) install finds them too.
+PACKAGE_DIR = Path(__file__).resolve().parent
+ASSETS_DIR = PACKAGE_DIR / "assets"
+CONFIGS_DIR = PACKAGE_DIR / "configs"
+# The source checkout (scripts/, tests/, docs/); only meaningful when running from one.
+REPO_ROOT = PACKAGE_DIR.parent

@@ -18,12 +18,13 @@ import numpy as np
 from omegaconf import DictConfig
 from tqdm import tqdm
 
+from faceedittalker import CONFIGS_DIR
 from faceedittalker.data.audio import check_speech, load_audio
 from faceedittalker.errors import InputError, exit_on_input_error
 from faceedittalker.models.audio_encoder import audio_encoder_from_name
 
 
-@hydra.main(config_path="../configs", config_name="audio_features", version_base="1.3")
+@hydra.main(config_path=str(CONFIGS_DIR), config_name="audio_features", version_base="1.3")
 @exit_on_input_error
 def main(cfg: DictConfig) -> None:
     source = Path(cfg.input).expanduser()

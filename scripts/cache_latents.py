@@ -9,11 +9,12 @@ import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from faceedittalker import CONFIGS_DIR
 from faceedittalker.data.images import write_latent_cache
 from faceedittalker.errors import exit_on_input_error
 
 
-@hydra.main(config_path="../configs", config_name="cache_latents", version_base="1.3")
+@hydra.main(config_path=str(CONFIGS_DIR), config_name="cache_latents", version_base="1.3")
 @exit_on_input_error
 def main(cfg: DictConfig) -> None:
     autoencoder = instantiate(cfg.autoencoder, _convert_="all").to(cfg.device)

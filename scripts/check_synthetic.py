@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 from PIL import Image, ImageDraw, ImageFont
 from tqdm import tqdm
 
+from faceedittalker import CONFIGS_DIR
 from faceedittalker.data.audio import load_audio
 from faceedittalker.errors import exit_on_input_error
 from faceedittalker.landmarks.detector import FaceLandmarker
@@ -92,7 +93,7 @@ def clip_strip(path: Path, clip: Path, frames: np.ndarray, count: int = 10, size
     Image.fromarray(strip).save(path, optimize=True)
 
 
-@hydra.main(config_path="../configs", config_name="check_synthetic", version_base="1.3")
+@hydra.main(config_path=str(CONFIGS_DIR), config_name="check_synthetic", version_base="1.3")
 @exit_on_input_error
 def main(cfg: DictConfig) -> None:
     report: dict = {"resolution": cfg.resolution}

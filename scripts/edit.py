@@ -11,6 +11,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from faceedittalker import CONFIGS_DIR
 from faceedittalker.data.images import load_image
 from faceedittalker.errors import InputError, exit_on_input_error
 from faceedittalker.models.attributes import AttributeClassifier
@@ -27,7 +28,7 @@ def load_attribute_library(path: str) -> AttributeClassifier:
     return AttributeClassifier.from_pretrained(folder)
 
 
-@hydra.main(config_path="../configs", config_name="edit", version_base="1.3")
+@hydra.main(config_path=str(CONFIGS_DIR), config_name="edit", version_base="1.3")
 @exit_on_input_error
 def main(cfg: DictConfig) -> None:
     edits = OmegaConf.to_container(cfg.edits) if cfg.edits is not None else None

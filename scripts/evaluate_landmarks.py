@@ -21,6 +21,7 @@ from omegaconf import DictConfig
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
+from faceedittalker import CONFIGS_DIR
 from faceedittalker.data.clips import ClipWindowDataset, list_clips
 from faceedittalker.errors import InputError, exit_on_input_error
 from faceedittalker.landmarks.render import render_landmarks
@@ -82,7 +83,7 @@ def plot_clip(path: Path, predictor: LandmarkPredictor, clip: Path, encoder, cou
     Image.fromarray(np.concatenate([*rows, np.asarray(curves)], axis=0)).save(path, optimize=True)
 
 
-@hydra.main(config_path="../configs", config_name="evaluate_landmarks", version_base="1.3")
+@hydra.main(config_path=str(CONFIGS_DIR), config_name="evaluate_landmarks", version_base="1.3")
 @exit_on_input_error
 def main(cfg: DictConfig) -> None:
     predictor, encoder = load_predictor(Path(cfg.model).expanduser(), cfg.device)

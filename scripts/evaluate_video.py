@@ -20,6 +20,7 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
+from faceedittalker import CONFIGS_DIR
 from faceedittalker.data.clips import ClipWindowDataset
 from faceedittalker.errors import exit_on_input_error
 from faceedittalker.metrics.image import mouth_psnr, psnr
@@ -57,7 +58,7 @@ def evaluate(model: TalkingHeadModel, loader: DataLoader, steps: int | None) -> 
     return metrics, first
 
 
-@hydra.main(config_path="../configs", config_name="evaluate_video", version_base="1.3")
+@hydra.main(config_path=str(CONFIGS_DIR), config_name="evaluate_video", version_base="1.3")
 @exit_on_input_error
 def main(cfg: DictConfig) -> None:
     model = TalkingHeadModel.from_pretrained(cfg.model, device=cfg.device)

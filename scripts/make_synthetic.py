@@ -10,11 +10,12 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from faceedittalker import CONFIGS_DIR
 from faceedittalker.errors import InputError, exit_on_input_error
 from faceedittalker.synthetic.sets import SET_KINDS, write_synthetic_set
 
 
-@hydra.main(config_path="../configs", config_name="synthetic", version_base="1.3")
+@hydra.main(config_path=str(CONFIGS_DIR), config_name="synthetic", version_base="1.3")
 @exit_on_input_error
 def main(cfg: DictConfig) -> None:
     if cfg.resolution < 16 or cfg.resolution % 2:

@@ -11,6 +11,7 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
+from faceedittalker import CONFIGS_DIR
 from faceedittalker.errors import InputError, exit_on_input_error
 from faceedittalker.stages import STAGES
 
@@ -19,7 +20,7 @@ def count(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-@hydra.main(config_path="../configs", config_name="summary", version_base="1.3")
+@hydra.main(config_path=str(CONFIGS_DIR), config_name="summary", version_base="1.3")
 @exit_on_input_error
 def main(cfg: DictConfig) -> None:
     if cfg.stage != 1:  # later stages derive their modules from data and a stage-1 export

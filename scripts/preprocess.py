@@ -13,12 +13,13 @@ import dataclasses
 import hydra
 from omegaconf import DictConfig
 
+from faceedittalker import CONFIGS_DIR
 from faceedittalker.data.preprocess import Preprocessor, PreprocessSettings
 from faceedittalker.errors import exit_on_input_error
 from faceedittalker.landmarks.pose import DEFAULT_MODEL_PATH
 
 
-@hydra.main(config_path="../configs", config_name="preprocess", version_base="1.3")
+@hydra.main(config_path=str(CONFIGS_DIR), config_name="preprocess", version_base="1.3")
 @exit_on_input_error
 def main(cfg: DictConfig) -> None:
     keys = {f.name for f in dataclasses.fields(PreprocessSettings)}

@@ -12,6 +12,7 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
+from faceedittalker import CONFIGS_DIR
 from faceedittalker.data.images import ImageFolderDataset
 from faceedittalker.errors import exit_on_input_error
 from faceedittalker.metrics.semantics import reconstruction_check
@@ -20,7 +21,7 @@ from faceedittalker.synthetic.portraits import real_face_crops
 from faceedittalker.utils.images import save_grid
 
 
-@hydra.main(config_path="../configs", config_name="reconstruct", version_base="1.3")
+@hydra.main(config_path=str(CONFIGS_DIR), config_name="reconstruct", version_base="1.3")
 @exit_on_input_error
 def main(cfg: DictConfig) -> None:
     space = ImageFeatureSpace.from_pretrained(cfg.model, cfg.autoencoder_path, device=cfg.device)

@@ -13,12 +13,13 @@ import numpy as np
 from omegaconf import DictConfig
 from PIL import Image, UnidentifiedImageError
 
+from faceedittalker import CONFIGS_DIR
 from faceedittalker.errors import InputError, exit_on_input_error
 from faceedittalker.landmarks.detector import FaceLandmarker
 from faceedittalker.landmarks.render import render_landmarks
 
 
-@hydra.main(config_path="../configs", config_name="render_landmarks", version_base="1.3")
+@hydra.main(config_path=str(CONFIGS_DIR), config_name="render_landmarks", version_base="1.3")
 @exit_on_input_error
 def main(cfg: DictConfig) -> None:
     source, output = Path(cfg.input), Path(cfg.output)

@@ -14,6 +14,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from faceedittalker import CONFIGS_DIR
 from faceedittalker.errors import InputError, exit_on_input_error
 from faceedittalker.stages import STAGES
 from faceedittalker.training.trainer import Trainer
@@ -21,7 +22,7 @@ from faceedittalker.training.trainer import Trainer
 log = logging.getLogger("train")
 
 
-@hydra.main(config_path="../configs", config_name="train", version_base="1.3")
+@hydra.main(config_path=str(CONFIGS_DIR), config_name="train", version_base="1.3")
 @exit_on_input_error
 def main(cfg: DictConfig) -> None:
     if cfg.stage not in STAGES:

@@ -12,7 +12,7 @@ import soundfile
 import torch
 from media_fixtures import speech_path, tiny_wav2vec2, write_audio
 
-from faceedittalker import REPO_ROOT
+from faceedittalker import CONFIGS_DIR, REPO_ROOT
 from faceedittalker.data.audio import (
     SAMPLE_RATE,
     check_speech,
@@ -262,9 +262,9 @@ def test_audio_encoder_configs_and_names_pick_the_encoder(encoder_dir):
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
-    mel = instantiate(OmegaConf.load(REPO_ROOT / "configs/audio_encoder/mel.yaml"))
+    mel = instantiate(OmegaConf.load(CONFIGS_DIR / "audio_encoder/mel.yaml"))
     assert isinstance(mel, MelFeatureEncoder) and mel.name == "logmel80"
-    config = OmegaConf.load(REPO_ROOT / "configs/audio_encoder/wav2vec2.yaml")
+    config = OmegaConf.load(CONFIGS_DIR / "audio_encoder/wav2vec2.yaml")
     assert config.model_name_or_path == "facebook/wav2vec2-base-960h"
     wav2vec2 = instantiate(config, model_name_or_path=str(encoder_dir))
     assert isinstance(wav2vec2, AudioFeatureEncoder) and wav2vec2.dim == 32
