@@ -45,14 +45,14 @@ from faceedittalker.synthetic.face import (
 __all__ = [
     "RENDERED_ATTRIBUTES", "Expression", "Identity", "Pose", "render_face", "rest_expression",
     "sample_identity", "with_attributes", "speech_envelope", "mouth_from_speech", "render_clip",
-    "write_synthetic_set", "ensure_synthetic_set", "SET_KINDS", "mouth_opening",
+    "write_synthetic_set", "ensure_synthetic_set", "SET_KINDS", "mouth_opening", "held_out_portrait",
 ]  # fmt: skip
 
 SPEECH_DIR = ASSETS_DIR / "speech"
 
 SET_KINDS = ("images", "attributes", "clips")
 COMPLETE_MARKER = ".complete"
-_KIND_CODES = {"images": 1, "attributes": 2, "clips": 3}
+_KIND_CODES = {"images": 1, "attributes": 2, "clips": 3, "portraits": 4}  # disjoint seeds: portraits are unseen faces
 MAX_JAW_OPEN = 0.1  # face heights: a wide-open mouth on the loudest syllables
 
 
@@ -336,3 +336,14 @@ def ensure_synthetic_set(
         if not (folder / COMPLETE_MARKER).is_file():
             raise
     return folder
+
+
+def held_out_portrait(
+    index: int = 0, size: int = 256, seed: int = 0, **attributes: bool
+) -> tuple[np.ndarray, Identity]:
+    """A frontal synthetic portrait (size, size, 3) uint8 of a person that no training set contains (its own seed
+    stream), with a closed mouth and `attributes` forced (e.g. `Eyeglasses=False`), for inference demos and checks."""
+    rng = _sample_rng(seed, "portraits", index)
+    identity = sample_identity(rng, Mouth_Slightly_Open=False, **attributes)
+    image, _ = render_face(identity, rest_expression(identity), Pose(), size)
+    return image, identity

@@ -1,0 +1,91 @@
+"""The whole method on a CPU in minutes: every stage with the tiny recipes, one model folder, one video.
+
+    python scripts/quickstart.py [output=runs/quickstart]
+
+Steps (each skipped when done, so re-running continues where it stopped):
+  1. stage 1 (Alg. 1) on synthetic faces          experiment=tiny/stage1
+  2. stage 2 (Alg. 2), the attribute library       experiment=tiny/stage2
+  3. P_ldm (audio -> landmarks) on synthetic clips experiment=tiny/landmarks
+  4. stage 3 (Alg. 3), the video model             experiment=tiny/stage3
+  5. the model folder (scripts/export_model.py)
+  6. Alg. 4 on a held-out synthetic portrait and committed speech (scripts/infer.py) -> <output>/quickstart.mp4
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+from PIL import Image
+
+from faceedittalker import ASSETS_DIR, CONFIGS_DIR
+from faceedittalker.errors import exit_on_input_error
+from faceedittalker.synthetic.sets import held_out_portrait
+
+SCRIPTS = Path(__file__).resolve().parent
+
+
+def steps(out: Path, cfg: DictConfig) -> list[tuple[str, list[str]]]:
+    """(name, command) of every step, in order."""
+    cache = f"paths.cache_dir={out / 'cache'}"
+    speech = cfg.speech or str(ASSETS_DIR / "speech" / "en_female.wav")
+    edit = [f"edit={cfg.edit}", f"alpha={cfg.alpha}"] if cfg.edit else []
+
+    def train(name: str, *extra: str) -> list[str]:
+        return ["train.py", f"experiment=tiny/{name}", f"hydra.run.dir={out / name}", cache, *extra]
+
+    return [
+        ("stage1", train("stage1")),
+        ("stage2", train("stage2", f"stage2.feature_space={out / 'stage1' / 'export'}")),
+        ("landmarks", train("landmarks")),
+        ("stage3", train("stage3", f"stage3.feature_space={out / 'stage1' / 'export'}")),
+        ("model", ["export_model.py", f"video={out / 'stage3' / 'export'}", f"landmarks={out / 'landmarks' / 'export'}",
+                   f"attributes={out / 'stage2' / 'export'}", f"output={out / 'model'}"]),
+        ("video", ["infer.py", f"ref={out / 'portrait.png'}", f"audio={speech}", f"model={out / 'model'}", *edit,
+                   f"output={out / 'quickstart.mp4'}"]),
+    ]  # fmt: skip
+
+
+@hydra.main(config_path=str(CONFIGS_DIR), config_name="quickstart", version_base="1.3")
+@exit_on_input_error
+def main(cfg: DictConfig) -> None:
+    out = Path(cfg.output).expanduser().resolve()
+    (out / "logs").mkdir(parents=True, exist_ok=True)
+    done = out / ".done"
+    done.mkdir(exist_ok=True)
+    portrait = out / "portrait.png"
+    if not portrait.is_file():  # a person no stage has seen, without glasses so the edit shows
+        image, _ = held_out_portrait(index=0, size=cfg.portrait_size, Eyeglasses=False)
+        Image.fromarray(image).save(portrait)
+    env = dict(os.environ)
+    if cfg.threads:
+        env["OMP_NUM_THREADS"] = str(cfg.threads)
+    start = time.perf_counter()
+    plan = steps(out, cfg)
+    for number, (name, command) in enumerate(plan, 1):
+        if (done / name).is_file():
+            print(f"[{number}/{len(plan)}] {name}: done before, skipped")
+            continue
+        log = out / "logs" / f"{name}.log"
+        print(f"[{number}/{len(plan)}] {name}: python scripts/{' '.join(command)}  (log: {log})", flush=True)
+        began = time.perf_counter()
+        with open(log, "w") as stream:
+            result = subprocess.run([sys.executable, str(SCRIPTS / command[0]), *command[1:]], stdout=stream,
+                                    stderr=subprocess.STDOUT, env=env)  # fmt: skip
+        if result.returncode:
+            tail = log.read_text().strip().splitlines()[-1:] or ["(no output)"]
+            print(f"error: quickstart step {name} failed (exit {result.returncode}): {tail[0]}; see {log}",
+                  file=sys.stderr)  # fmt: skip
+            sys.exit(result.returncode)
+        (done / name).write_text(f"{time.perf_counter() - began:.0f} s\n")
+        print(f"    {name}: {time.perf_counter() - began:.0f} s", flush=True)
+    print(f"quickstart finished in {time.perf_counter() - start:.0f} s: {out / 'quickstart.mp4'}")
+
+
+if __name__ == "__main__":
+    main()
