@@ -1,6 +1,6 @@
 """Build a stage's modules from the configs, print parameter counts, optionally time one training step.
 
-    python scripts/model_summary.py stage=1 experiment=paper autoencoder.random_init=true forward_backward=true
+    python scripts/model_summary.py experiment=paper/stage1 autoencoder.random_init=true forward_backward=true
 """
 
 from __future__ import annotations

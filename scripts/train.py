@@ -1,36 +1,11 @@
-"""Train one stage of FaceEditTalker (Alg. 1-3) with Hydra + Accelerate.
+"""Train one stage of FaceEditTalker (Alg. 1-3); the body is `faceedittalker.cli.train` (`faceedittalker-train`).
 
-    python scripts/train.py stage=1 experiment=tiny hydra.run.dir=runs/tiny
-    python scripts/train.py stage=3 experiment=tiny stage3.feature_space=runs/tiny/export     # video model
-    python scripts/train.py stage=3 experiment=tiny stage3.target=landmarks                  # P_ldm
-    accelerate launch scripts/train.py stage=1 experiment=paper data.root=/datasets/ffhq
+    python scripts/train.py experiment=tiny/stage1                       # then tiny/stage2, tiny/stage3, tiny/landmarks
+    python scripts/train.py experiment=ablation/tiny_ldm_conv            # Table V II at CPU size
+    accelerate launch scripts/train.py experiment=paper/stage1 data.root=/datasets/ffhq
 """
 
-from __future__ import annotations
-
-import logging
-
-import hydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
-
-from faceedittalker import CONFIGS_DIR
-from faceedittalker.errors import InputError, exit_on_input_error
-from faceedittalker.stages import STAGES
-from faceedittalker.training.trainer import Trainer
-
-log = logging.getLogger("train")
-
-
-@hydra.main(config_path=str(CONFIGS_DIR), config_name="train", version_base="1.3")
-@exit_on_input_error
-def main(cfg: DictConfig) -> None:
-    if cfg.stage not in STAGES:
-        raise InputError(f"stage={cfg.stage} is not available; choose one of {sorted(STAGES)}")
-    run_dir = HydraConfig.get().runtime.output_dir
-    export_dir = Trainer(cfg, STAGES[cfg.stage](cfg), run_dir).fit()
-    log.info("done: models exported to %s", export_dir)
-
+from faceedittalker.cli.train import main
 
 if __name__ == "__main__":
     main()

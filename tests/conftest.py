@@ -12,5 +12,5 @@ torch.set_num_threads(2)
 
 @pytest.fixture(scope="session")
 def tiny_cache(tmp_path_factory) -> Path:
-    """One cache for the whole session, so the synthetic set of `experiment=tiny` is generated once."""
+    """One cache for the whole session, so the synthetic sets of the tiny recipes are generated once."""
     return tmp_path_factory.mktemp("cache")

@@ -18,9 +18,10 @@ def compose_train_config(overrides: list[str]) -> DictConfig:
         return compose(config_name="train", overrides=overrides)
 
 
-def tiny_overrides(cache_dir: Path, *extra: str) -> list[str]:
-    """`experiment=tiny` (64 synthetic faces in `cache_dir`), shortened further for unit tests."""
-    return ["stage=1", "experiment=tiny", f"paths.cache_dir={cache_dir}", "data.root.count=64",
+def tiny_overrides(cache_dir: Path, *extra: str, experiment: str = "tiny/stage1") -> list[str]:
+    """A tiny recipe (`experiment=tiny/stage1` by default; 64 synthetic faces in `cache_dir`), shortened further for
+    unit tests. `extra` may switch the stage (`stage=3`): every tiny recipe shares `experiment/tiny/_base.yaml`."""
+    return [f"experiment={experiment}", f"paths.cache_dir={cache_dir}", "data.root.count=64",
             "trainer.max_steps=4", "trainer.checkpoint_every=2", "trainer.sample_every=4",
             "trainer.batch_size=4", "trainer.num_sample_images=2", "sampling.sample_steps=3",
             "sampling.invert_steps=3", *extra]

@@ -15,7 +15,7 @@ from faceedittalker.training.trainer import Trainer
 
 def test_overfitted_tiny_model_reconstructs_real_faces_through_inversion(tmp_path):
     # 4 real faces (2 astronaut crops, 2 LFW identities), 32 px, a tiny pixel-space model trained briefly.
-    cfg = compose_train_config(["stage=1", "experiment=tiny", f"paths.cache_dir={tmp_path}", "data=real_faces",
+    cfg = compose_train_config(["experiment=tiny/stage1", f"paths.cache_dir={tmp_path}", "data=real_faces",
                                 "data.root.count=4", "trainer.batch_size=4", "trainer.max_steps=300",
                                 "trainer.checkpoint_every=1000", "trainer.sample_every=1000", "trainer.ema.decay=0.9"])
     export = Trainer(cfg, STAGES[1](cfg), tmp_path / "run").fit()

@@ -94,8 +94,9 @@ def test_labelled_folder_matches_rows_by_file_name(tmp_path):
 def test_stage2_trains_on_the_codes_of_a_stage1_export(tmp_path, tiny_cache):
     cfg1 = compose_train_config(tiny_overrides(tiny_cache))
     stage1_export = Trainer(cfg1, STAGES[1](cfg1), tmp_path / "stage1").fit()
-    cfg2 = compose_train_config(tiny_overrides(tiny_cache, "stage=2", f"stage2.feature_space={stage1_export}",
-                                              "attribute_data.root.count=64", "stage2.num_preview_images=2"))
+    cfg2 = compose_train_config(tiny_overrides(tiny_cache, f"stage2.feature_space={stage1_export}",
+                                               "attribute_data.root.count=64", "stage2.num_preview_images=2",
+                                               experiment="tiny/stage2"))
     run_dir = tmp_path / "stage2"
     export = Trainer(cfg2, STAGES[2](cfg2), run_dir).fit()
     clf = AttributeClassifier.from_pretrained(export / "attribute_classifier")
@@ -121,6 +122,7 @@ def test_stage2_trains_on_the_codes_of_a_stage1_export(tmp_path, tiny_cache):
 
 
 def test_stage2_without_a_stage1_model_is_a_clear_error(tmp_path, tiny_cache):
-    result = run_script("train.py", *tiny_overrides(tiny_cache, "stage=2"), f"hydra.run.dir={tmp_path / 'run'}")
+    result = run_script("train.py", *tiny_overrides(tiny_cache, "stage2.feature_space=null", experiment="tiny/stage2"),
+                        f"hydra.run.dir={tmp_path / 'run'}")
     assert result.returncode == 2 and "stage2.feature_space" in result.stderr
     assert "Traceback" not in result.stderr

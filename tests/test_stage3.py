@@ -25,9 +25,8 @@ CLIPS = ["clip_data.root.count=4", "clip_data.root.clip_seconds=[1.2,1.6]"]
 
 
 def stage3_overrides(cache, *extra: str) -> list[str]:
-    stage1 = [o for o in tiny_overrides(cache) if not o.startswith("stage=")]
-    return ["stage=3", *stage1, *CLIPS, "trainer.batch_size=2", "trainer.num_sample_images=1",
-            "stage3.video.num_frames=4", "stage3.video.window_overlap=2", *extra]  # fmt: skip
+    return [*tiny_overrides(cache, experiment="tiny/stage3"), *CLIPS, "trainer.batch_size=2",
+            "trainer.num_sample_images=1", "stage3.video.num_frames=4", "stage3.video.window_overlap=2", *extra]
 
 
 @pytest.fixture(scope="session")

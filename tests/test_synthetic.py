@@ -1,5 +1,5 @@
 """The synthetic talking-face set: attributes are drawn where they belong, mouths follow speech, sets are
-deterministic and laid out as DESIGN section 4 says."""
+deterministic and laid out as docs/design.md, "Data on disk", says."""
 
 import json
 

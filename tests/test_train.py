@@ -120,7 +120,7 @@ def test_bad_input_is_one_line_and_exit_code_2(tmp_path, tiny_cache, override, m
     extra = [override.format(tmp=tmp_path), f"hydra.run.dir={tmp_path / 'run'}"]
     if override.startswith("autoencoder"):
         extra.append(f"autoencoder.pretrained={tmp_path}/no-vae")
-    result = run_script("train.py", "stage=1", "experiment=tiny", f"paths.cache_dir={tiny_cache}", *extra)
+    result = run_script("train.py", "experiment=tiny/stage1", f"paths.cache_dir={tiny_cache}", *extra)
     assert result.returncode == 2, result.stderr[-2000:]
     lines = [line for line in result.stderr.strip().splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and message in lines[0]
@@ -129,7 +129,7 @@ def test_bad_input_is_one_line_and_exit_code_2(tmp_path, tiny_cache, override, m
 
 
 def test_unknown_stage_is_a_clear_error(tmp_path):
-    result = run_script("train.py", "stage=7", "experiment=tiny", f"hydra.run.dir={tmp_path / 'run'}")
+    result = run_script("train.py", "experiment=tiny/stage1", "stage=7", f"hydra.run.dir={tmp_path / 'run'}")
     assert result.returncode == 2 and "stage=7 is not available" in result.stderr
 
 

@@ -1,4 +1,4 @@
-"""Reading talking clips (DESIGN §4 layout, written by `scripts/preprocess.py` or the synthetic set).
+"""Reading talking clips (docs/design.md, "Data on disk"; written by `scripts/preprocess.py` or the synthetic set).
 
 `<root>/<clip_id>/`: `frames.mp4` (or `frames/*.png|jpg`), `audio.wav` (16 kHz mono), `landmarks.npy`
 (T x 478 x 3 float32, image-normalised), `meta.json`, optionally `poses.npy` and `audio_features/<encoder>.npy`.

@@ -1,4 +1,5 @@
-"""Raw talking videos -> clip folders (DESIGN §4): 25 fps, 16 kHz mono, tracked face, smoothed square crop.
+"""Raw talking videos -> clip folders (docs/design.md, "Data on disk"): 25 fps, 16 kHz mono, tracked face, smoothed
+square crop.
 
 Each video goes through two passes, so memory stays flat however long it is:
 

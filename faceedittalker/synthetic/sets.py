@@ -2,7 +2,7 @@
 
 Faces come from `synthetic.face` (a real face's 478-point mesh, varied in shape, colours, pose and
 attributes); talking clips move the mouth with the loudness and spectrum of real speech from
-`assets/speech/`. Three kinds of set, in the layouts of DESIGN section 4:
+`assets/speech/`. Three kinds of set, in the layouts of docs/design.md, "Data on disk":
 
 - `images`:      `<dir>/NNNNNN.png` (+ `landmarks.npy`, N x 478 x 3)                         -> stage 1
 - `attributes`:  the same + `CelebAMask-HQ-attribute-anno.txt` (40 CelebA names, +1/-1)       -> stage 2

@@ -1,0 +1,72 @@
+"""Every `experiment=` recipe composes on its own and carries its stage, target, budget, size and E_ldm variant."""
+
+from __future__ import annotations
+
+import pytest
+from helpers import compose_train_config
+from hydra import compose, initialize_config_dir
+
+from faceedittalker import CONFIGS_DIR
+
+# name: (stage, stage3.target, max_steps, batch_size, resolution, (E_ldm multiscale, reference cross-attention))
+PAPER_LDM = (True, True)  # Table V IV, the paper's E_ldm
+EXPECTED = {
+    "tiny/stage1": (1, "video", 400, 8, 32, PAPER_LDM),
+    "tiny/stage2": (2, "video", 400, 8, 32, PAPER_LDM),
+    "tiny/stage3": (3, "video", 400, 2, 32, PAPER_LDM),
+    "tiny/landmarks": (3, "landmarks", 1500, 16, 32, PAPER_LDM),
+    "paper/stage1": (1, "video", 500000, 16, 512, PAPER_LDM),
+    "paper/stage2": (2, "video", 10000, 16, 512, PAPER_LDM),
+    "paper/stage3": (3, "video", 40000, 16, 512, PAPER_LDM),
+    "paper/landmarks": (3, "landmarks", 40000, 16, 512, PAPER_LDM),
+    "ablation/ldm_conv": (3, "video", 40000, 16, 512, (False, False)),  # Table V II
+    "ablation/ldm_multiscale": (3, "video", 40000, 16, 512, (True, False)),  # III
+    "ablation/ldm_multiscale_xattn": (3, "video", 40000, 16, 512, PAPER_LDM),  # IV
+    "ablation/tiny_ldm_conv": (3, "video", 400, 2, 32, (False, False)),
+    "ablation/tiny_ldm_multiscale": (3, "video", 400, 2, 32, (True, False)),
+    "ablation/tiny_ldm_multiscale_xattn": (3, "video", 400, 2, 32, PAPER_LDM),
+}
+
+
+def experiment_files() -> set[str]:
+    root = CONFIGS_DIR / "experiment"
+    return {str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml") if not p.name.startswith("_")}
+
+
+def test_every_experiment_file_is_checked():
+    assert experiment_files() == set(EXPECTED)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_experiment_composes_with_its_recipe(name):
+    stage, target, max_steps, batch_size, resolution, ldm = EXPECTED[name]
+    with initialize_config_dir(config_dir=str(CONFIGS_DIR), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[f"experiment={name}"], return_hydra_config=True)
+    assert (cfg.stage, cfg.stage3.target) == (stage, target)
+    assert (cfg.trainer.max_steps, cfg.trainer.batch_size, cfg.resolution) == (max_steps, batch_size, resolution)
+    assert (cfg.landmark_encoder.multiscale, cfg.landmark_encoder.reference_cross_attention) == ldm
+    # Each recipe has its own default run folder, without a timestamp (every rank agrees; re-running resumes).
+    assert cfg.hydra.run.dir == f"runs/{cfg.run_name}"
+    family = "tiny" if "tiny" in name else "paper"
+    assert cfg.run_name.startswith(family)
+    # The shared base is inherited, not copied: the families differ in image space, audio features and lr.
+    assert cfg.autoencoder.kind == ("identity" if family == "tiny" else "vae")
+    assert cfg.audio_encoder._target_.endswith("MelFeatureEncoder" if family == "tiny" else "AudioFeatureEncoder")
+    assert cfg.trainer.optimizer.lr == pytest.approx(1e-3 if family == "tiny" else 1e-4)
+    # Later stages read the stage-1 export of the same family by default.
+    if stage == 2:
+        assert cfg.stage2.feature_space == f"runs/{family}-stage1/export"
+    if (stage, target) == (3, "video"):
+        assert cfg.stage3.feature_space == f"runs/{family}-stage1/export"
+
+
+def test_run_names_are_distinct():
+    names = [compose_train_config([f"experiment={name}"]).run_name for name in EXPECTED]
+    assert len(set(names)) == len(names)
+
+
+def test_stage_on_the_command_line_is_a_plain_override():
+    cfg = compose_train_config(["experiment=tiny/stage1", "stage=3", "stage3.target=landmarks"])
+    assert (cfg.stage, cfg.stage3.target, cfg.resolution) == (3, "landmarks", 32)
+    assert compose_train_config(["experiment=ablation/tiny_ldm_conv", "landmark_encoder=multiscale"]) \
+        .landmark_encoder.multiscale is True  # a command-line group choice still wins over the recipe's
