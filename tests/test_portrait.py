@@ -273,3 +273,30 @@ def test_paste_back_box_region_replaces_the_square_but_its_rim(large_crop):
     assert np.abs(frame[y0:y1, x0 : x0 + 2].astype(int) - portrait[y0:y1, x0 : x0 + 2]).max() <= 1
     face_only = paste_back(portrait, face, large_crop)
     assert np.abs(face_only[corner_inside[1], corner_inside[0]].astype(int) - portrait[corner_inside[::-1]]).max() <= 1
+
+
+def test_paste_back_covers_the_landmarks_the_frames_follow(large_crop):
+    portrait = muted_portrait()
+    side = large_crop.crop_box[2]
+    chin = large_crop.landmarks[152, :2] * side + large_crop.crop_box[:2]
+    x, y = int(chin[0]), int(chin[1] + 0.07 * side)  # a little below the still chin: where an open jaw reaches
+    dropped = large_crop.landmarks.copy()
+    dropped[:, 1] += np.where(large_crop.landmarks[:, 1] > large_crop.landmarks[1, 1], 0.09, 0.0)  # jaw down
+    still = PasteBack(portrait, large_crop)
+    talking = PasteBack(portrait, large_crop, landmarks=np.stack([large_crop.landmarks, dropped]))
+    weight = lambda paste: paste.mask[y - paste.top, x - paste.left, 0]
+    assert weight(still) < 0.5 and weight(talking) == 1.0
+    face = tinted(crop_face(portrait, large_crop, 256))
+    np.testing.assert_allclose(talking(face)[y, x].astype(int) - portrait[y, x], TINT, atol=2)
+
+
+@pytest.mark.parametrize("kind", ["rgb16", "cmyk"])
+def test_16bit_colour_and_cmyk_files_load(tmp_path, kind):
+    if kind == "rgb16":  # Pillow reads 16-bit RGB PNGs as 8-bit RGB: the top byte
+        path = tmp_path / "colour16.png"
+        cv2.imwrite(str(path), astronaut()[..., ::-1].astype(np.uint16) * 257)
+    else:
+        path = save(Image.fromarray(astronaut()).convert("CMYK"), tmp_path / "print.jpg", quality=95)
+    image = load_portrait(path)
+    assert image.dtype == np.uint8 and image.shape == (512, 512, 3)
+    assert np.abs(image.astype(int) - astronaut()).mean() < 3.0

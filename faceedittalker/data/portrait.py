@@ -370,10 +370,19 @@ class PasteBack:
     `region="face"` (default) replaces the face (convex hull of the reference landmarks) and fades out over
     `feather` x crop side around it, keeping the portrait's own hair and background; `region="box"` replaces the
     whole crop square but for a faded rim of that width (for heads that move a lot). Either way the weight is 0 at
-    and outside the crop square's edge.
+    and outside the crop square's edge. `landmarks` ((T, 478, 3) or (478, 3), crop frame), e.g. the sequence the
+    generated frames follow, widens the face region to cover all of them (an open jaw, a turned head); default:
+    the reference landmarks `crop.landmarks`.
     """
 
-    def __init__(self, portrait: np.ndarray, crop: FaceCrop, feather: float = 0.1, region: str = "face"):
+    def __init__(
+        self,
+        portrait: np.ndarray,
+        crop: FaceCrop,
+        feather: float = 0.1,
+        region: str = "face",
+        landmarks: np.ndarray | None = None,
+    ):
         _check_portrait_size(portrait, crop)
         if region not in ("face", "box"):
             raise ValueError(f"region must be 'face' or 'box', got {region!r}")
@@ -381,6 +390,9 @@ class PasteBack:
             raise ValueError(f"feather must be in (0, 0.5], got {feather}")
         self.portrait = np.ascontiguousarray(portrait)
         self.crop = crop
+        self.landmarks = crop.landmarks if landmarks is None else np.asarray(landmarks, dtype=np.float32)
+        if self.landmarks.shape[-2:] != (478, 3):
+            raise ValueError(f"landmarks must be (..., 478, 3), got {self.landmarks.shape}")
         height, width = portrait.shape[:2]
         x0, y0, x1, y1 = crop.box
         # The part of the crop square inside the image: the only pixels that can change.
@@ -412,9 +424,9 @@ class PasteBack:
         return weight.astype(np.float32)[:, :, None]
 
     def _landmark_pixels(self) -> np.ndarray:
-        """The reference landmarks in the coordinates of the pasted region (pixels, x and y)."""
+        """All landmark points (x, y) in the pixel coordinates of the pasted region."""
         cx0, cy0, side = (float(v) for v in self.crop.crop_box)
-        xy = self.crop.landmarks[:, :2].astype(np.float64) * side + (cx0, cy0)
+        xy = self.landmarks[..., :2].reshape(-1, 2).astype(np.float64) * side + (cx0, cy0)
         return xy - (self.left, self.top) - 0.5  # continuous -> pixel-centre coordinates
 
     def _warp(self, face: np.ndarray) -> np.ndarray:
@@ -453,10 +465,15 @@ class PasteBack:
 
 
 def paste_back(
-    portrait: np.ndarray, face: np.ndarray, crop: FaceCrop, feather: float = 0.1, region: str = "face"
+    portrait: np.ndarray,
+    face: np.ndarray,
+    crop: FaceCrop,
+    feather: float = 0.1,
+    region: str = "face",
+    landmarks: np.ndarray | None = None,
 ) -> np.ndarray:
     """One generated face blended into a copy of the portrait (see `PasteBack`; build one for many frames)."""
-    return PasteBack(portrait, crop, feather=feather, region=region)(face)
+    return PasteBack(portrait, crop, feather=feather, region=region, landmarks=landmarks)(face)
 
 
 def _smoothstep(t: np.ndarray) -> np.ndarray:
