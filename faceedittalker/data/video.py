@@ -50,7 +50,7 @@ class VideoWriter:
         sample_rate: int = SAMPLE_RATE,
         crf: int = 18,
         preset: str = "medium",
-        audio_bitrate: int = 96_000,
+        audio_bitrate: int = 64_000,  # AAC-LC, mono speech
     ):
         self.path = Path(path).expanduser()
         if self.path.suffix.lower() not in CONTAINER_FORMATS:
@@ -82,9 +82,9 @@ class VideoWriter:
                 str(self._partial), "w", format=CONTAINER_FORMATS[self.path.suffix.lower()],
                 options={"movflags": "+faststart"},
             )
-        except Exception:
+        except (av.FFmpegError, OSError) as err:  # e.g. a read-only folder
             self._partial.unlink(missing_ok=True)
-            raise
+            raise InputError(f"cannot write video {self.path}: {err}") from err
 
     def _open_streams(self, height: int, width: int) -> None:
         self._rate = Fraction(self.fps).limit_denominator(1001)
