@@ -38,11 +38,15 @@ def exit_on_input_error(fn: F) -> F:
 
 
 def find_input_error(err: BaseException | None) -> InputError | None:
-    """The `InputError` behind `err`, also when a library wrapped it (Hydra's `instantiate` does)."""
+    """The `InputError` behind `err`, also when a library wrapped it (`raise Wrapper(...) from err`, as Hydra's
+    `instantiate` does).
+
+    Only explicit `__cause__` chains are followed: an exception raised *while handling* an `InputError` (its
+    `__context__`) is a new failure, such as a crash in an `except` block, and must keep its traceback."""
     seen = set()
     while err is not None and id(err) not in seen:
         if isinstance(err, InputError):
             return err
         seen.add(id(err))
-        err = err.__cause__ or err.__context__
+        err = err.__cause__
     return None

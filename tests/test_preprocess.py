@@ -184,3 +184,52 @@ def test_cli_bad_input_is_one_line_and_exit_2(input_kind, message, tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_frames_are_decoded_single_threaded(tmp_path, monkeypatch):
+    # Callers stop reading early; a frame-threaded decoder left early can deadlock PyAV (as in data/clips.py).
+    import faceedittalker.data.preprocess as preprocess
+
+    path = write_video(tmp_path / "grey.mp4", np.zeros((10, 32, 32, 3), np.uint8), fps=25, crf=0)
+    opened = []
+    real_open = av.open
+
+    def recording_open(*args, **kwargs):
+        opened.append(real_open(*args, **kwargs))
+        return opened[-1]
+
+    monkeypatch.setattr(preprocess.av, "open", recording_open)
+    frames = iter_frames_at_fps(path, 25)
+    next(frames)
+    assert opened[0].streams.video[0].thread_type.name == "SLICE"  # PyAV's default; AUTO adds FRAME
+    frames.close()
+
+
+def test_a_video_shorter_on_the_second_decode_is_rejected_and_leaves_nothing_half_written(tmp_path, monkeypatch):
+    # Pass 1 counted 75 frames, pass 2 yields 40: the video is reported as rejected (no RuntimeError from a
+    # StopIteration, no assert), no clip or .partial_ folder stays, and pass 2's decoder is closed.
+    import faceedittalker.data.preprocess as preprocess
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    faceless_video(raw / "talk.mp4")  # only probed: tracking, audio and decoding are replaced below
+    total = 75
+    tracked = (np.ones(total, bool), np.tile([100.0, 100.0, 300.0, 320.0], (total, 1)),
+               np.zeros((total, 478, 3), np.float32), (640, 512))
+    monkeypatch.setattr(Preprocessor, "_track", lambda self, video, progress: tracked)
+    monkeypatch.setattr(preprocess, "load_audio", lambda video, rate: np.full(total * 640, 0.3, np.float32))
+    closed = []
+
+    def short_decode(path, fps):
+        try:
+            yield from (np.zeros((512, 640, 3), np.uint8) for _ in range(40))
+        finally:
+            closed.append(True)
+
+    monkeypatch.setattr(preprocess, "iter_frames_at_fps", short_decode)
+    output = tmp_path / "clips"
+    summary = Preprocessor(raw, output, PreprocessSettings(size=32)).run(progress=False)
+    assert summary["kept"] == [] and len(summary["rejected"]) == 1
+    assert summary["rejected"][0]["reason"] == "decoding failed: the second decode ended after 40 of 75 frames"
+    assert sorted(p.name for p in output.iterdir()) == [".done", "report.json"]
+    assert closed == [True]

@@ -104,7 +104,8 @@ def iter_frames_at_fps(path: Path, fps: float) -> Iterator[np.ndarray]:
     """RGB frames resampled to `fps`: at each tick k / fps, the source frame on screen at that time."""
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
+        # Single-threaded on purpose (as data/clips.py): callers stop early, and leaving a frame-threaded decoder
+        # early can deadlock in avcodec_free_context (seen with PyAV 18 during training).
         origin = None
         previous = None
         tick = 0
@@ -346,18 +347,33 @@ class Preprocessor:
         if not kept:
             return
         frames = iter_frames_at_fps(video, s.fps)
-        position = 0
-        for plan in kept:
-            target = self.output_root / plan.clip_id
-            if (target / "meta.json").is_file():  # written by an interrupted earlier run
+        position = decoded = 0
+
+        def next_frame() -> np.ndarray:
+            # Pass 2 must see the frames pass 1 counted. A bare next() would let StopIteration escape (or, inside
+            # the generator below, turn into a RuntimeError) instead of rejecting this video.
+            nonlocal decoded
+            try:
+                frame = next(frames)
+            except StopIteration:
+                raise InputError(f"the second decode ended after {decoded} of {len(found)} frames") from None
+            decoded += 1
+            return frame
+
+        try:
+            for plan in kept:
+                target = self.output_root / plan.clip_id
+                if (target / "meta.json").is_file():  # written by an interrupted earlier run
+                    report.kept.append(plan.clip_id)
+                    continue
+                for _ in range(plan.start - position):  # decode past frames of rejected or done clips
+                    next_frame()
+                position = plan.stop
+                clip_frames = (crop_frame(next_frame(), plan.boxes[t], s.size) for t in range(plan.stop - plan.start))
+                self._write_clip(plan, clip_frames, audio, points, found, facts, source, (width, height), target)
                 report.kept.append(plan.clip_id)
-                continue
-            for _ in range(plan.start - position):  # decode past frames of rejected or done clips
-                next(frames)
-            position = plan.stop
-            clip_frames = (crop_frame(next(frames), plan.boxes[t], s.size) for t in range(plan.stop - plan.start))
-            self._write_clip(plan, clip_frames, audio, points, found, facts, source, (width, height), target)
-            report.kept.append(plan.clip_id)
+        finally:
+            frames.close()  # release the decoder now, not whenever the abandoned generator is collected
 
     def _track(self, video: Path, progress: bool):
         """Pass 1: landmarks (source-normalised) and face boxes of every frame at the output fps."""
@@ -380,15 +396,27 @@ class Preprocessor:
         return np.array(found), np.array(boxes), np.array(points, dtype=np.float32), size
 
     def _write_clip(self, plan, frames, audio, points, found, facts, source, source_size, target: Path) -> None:
-        s = self.settings
-        width, height = source_size
         partial = self.output_root / f".partial_{plan.clip_id}"
         if partial.exists():
             shutil.rmtree(partial)
         partial.mkdir()
+        try:
+            self._write_partial_clip(plan, frames, audio, points, found, facts, source, source_size, partial)
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)  # no half-written clip folder is left behind
+            raise
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(partial, target)
+
+    def _write_partial_clip(self, plan, frames, audio, points, found, facts, source, source_size,
+                            partial: Path) -> None:
+        s = self.settings
+        width, height = source_size
         num_frames = plan.stop - plan.start
         written = write_video(partial / "frames.mp4", frames, s.fps, s.size, s.crf)
-        assert written == num_frames, (written, num_frames)
+        if written != num_frames:
+            raise InputError(f"wrote {written} frames for {plan.clip_id}, expected {num_frames}")
         samples_per_frame = s.sample_rate / s.fps
         start = round(plan.start * samples_per_frame)
         clip_audio = audio[start : start + round(num_frames * samples_per_frame)]
@@ -419,9 +447,6 @@ class Preprocessor:
             "settings": asdict(s),
         }
         (partial / "meta.json").write_text(json.dumps(meta, indent=1))
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(partial, target)
 
     def _write_report(self, reports: list[VideoReport], total_videos: int) -> dict:
         kept = [clip for r in reports for clip in r.kept]
