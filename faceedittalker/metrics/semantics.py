@@ -43,14 +43,16 @@ def reconstruction_check(space: ImageFeatureSpace, images: torch.Tensor, seed: i
 @torch.no_grad()
 def z_sem_use(space: ImageFeatureSpace, images: torch.Tensor, z_sem: torch.Tensor, t: int = 500,
               seed: int = 0) -> float:
-    """How much the denoiser relies on z_sem: the relative increase of its eps-MSE at timestep t when every
-    image gets another image's z_sem (0 = z_sem is ignored). Needs at least two images."""
+    """How much the denoiser relies on z_sem: the relative increase of its prediction MSE (eps, v or z0, as it
+    was trained) at timestep t when every image gets another image's z_sem (0 = z_sem is ignored). Needs at
+    least two images."""
     if len(images) < 2:
         return float("nan")
     z0 = space.autoencoder.encode(images)
     noise = torch.randn(z0.shape, generator=torch.Generator().manual_seed(seed)).to(z0.device)
     timesteps = torch.full((len(z0),), t, device=z0.device)
     z_t = space.ddim.scheduler.add_noise(z0, noise, timesteps)
-    right = (space.unet(z_t, timesteps, z_sem) - noise).pow(2).mean()
-    swapped = (space.unet(z_t, timesteps, z_sem.roll(1, dims=0)) - noise).pow(2).mean()
+    target = space.ddim.target(z0, noise, timesteps)
+    right = (space.unet(z_t, timesteps, z_sem) - target).pow(2).mean()
+    swapped = (space.unet(z_t, timesteps, z_sem.roll(1, dims=0)) - target).pow(2).mean()
     return (swapped / right - 1).item()

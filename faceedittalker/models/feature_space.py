@@ -70,7 +70,7 @@ class ImageFeatureSpace(nn.Module):
     # ----- persistence -----------------------------------------------------------------------------------
     def config_dict(self) -> dict:
         return {"resolution": self.resolution, "autoencoder": self.autoencoder.describe(),
-                "diffusion": vars(self.ddim.config), "sample_steps": self.sample_steps,
+                "diffusion": self.ddim.config_dict(), "sample_steps": self.sample_steps,
                 "invert_steps": self.invert_steps}
 
     def save_config(self, directory: str | Path) -> None:
