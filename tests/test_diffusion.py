@@ -181,3 +181,18 @@ def test_the_config_is_given_once():
         DDIM(prediction_type="x0")
     with pytest.raises(ValueError, match="loss_weighting"):
         DDIM(loss_weighting="snr")
+
+
+def test_paper_keeps_the_eps_mse_and_the_option_files_compose():
+    from helpers import compose_train_config
+    from hydra.utils import instantiate
+
+    paper = instantiate(compose_train_config(["stage=1", "experiment=paper"]).diffusion)
+    assert (paper.config.prediction_type, paper.config.loss_weighting, paper.config.timestep_shift) == (
+        "epsilon", "none", 1.0)
+    cfg = compose_train_config(["stage=1", "experiment=tiny", "diffusion=v_minsnr", "unet=diffae_adagn"])
+    ddim = instantiate(cfg.diffusion)
+    assert (ddim.config.prediction_type, ddim.config.loss_weighting, ddim.config.min_snr_gamma) == (
+        "v_prediction", "min_snr", 5.0)
+    assert ddim.config.clip_sample is False  # the tiny experiment's own setting still applies on top
+    assert cfg.unet.zsem_adagn and cfg.unet.zsem_cross_attention and cfg.unet.base_channels == 32
