@@ -51,7 +51,8 @@ def main(cfg: DictConfig) -> None:
         if not root.is_dir():
             raise InputError(f"image folder not found: {root}")
     else:
-        root = ensure_synthetic_set(cfg.cache_dir, "attributes", cfg.count, space.resolution, cfg.seed)
+        root = ensure_synthetic_set(Path(cfg.cache_dir) / "synthetic", "attributes", cfg.count, space.resolution,
+                                    cfg.seed)
     dataset = LabelledImageDataset(root, space.resolution, cfg.attribute_file, hflip=False)
     names = list(cfg.attributes) if cfg.attributes else (list(RENDERED_ATTRIBUTES) if not cfg.images
                                                          else list(dataset.names))
