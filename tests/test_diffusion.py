@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from faceedittalker.diffusion import DDIM
@@ -78,3 +79,120 @@ def test_pixel_space_sampling_clips_the_predicted_image():
     ddim = DDIM(clip_sample=True)
     out = ddim.sample(lambda z, t: -3 * torch.ones_like(z), torch.zeros(1, 3, 2, 2), 5)
     assert out.abs().max() <= 1 + 1e-6
+
+
+def v_ddim_step(x, v, a_from, a_to):
+    """DDIM with eta = 0 for a v-prediction model (Salimans & Ho 2022): x0 and eps from v, then move."""
+    x0 = a_from**0.5 * x - (1 - a_from) ** 0.5 * v
+    eps = a_from**0.5 * v + (1 - a_from) ** 0.5 * x
+    return a_to**0.5 * x0 + (1 - a_to) ** 0.5 * eps
+
+
+def test_v_prediction_sampling_and_inversion_match_the_hand_written_rule():
+    ddim, den = DDIM(prediction_type="v_prediction"), linear_denoiser(6)
+    steps = 10
+    a = ddim.alphas_cumprod
+    timesteps = ddim.timesteps(steps)
+    z_T = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(7))
+    x = z_T
+    for i, t in enumerate(timesteps):
+        a_prev = a[timesteps[i + 1]] if i + 1 < steps else torch.tensor(1.0)
+        x = v_ddim_step(x, den(x, t), a[t], a_prev)
+    torch.testing.assert_close(ddim.sample(den, z_T, steps), x, rtol=1e-5, atol=1e-5)
+
+    z0 = torch.rand(2, 3, 4, 4, generator=torch.Generator().manual_seed(8)) * 2 - 1
+    x, a_cur, t_cur = z0, torch.tensor(1.0), 0
+    for t_next in timesteps.flip(0).tolist():
+        x = v_ddim_step(x, den(x, torch.tensor(t_cur)), a_cur, a[t_next])
+        a_cur, t_cur = a[t_next], t_next
+    torch.testing.assert_close(ddim.invert(den, z0, steps), x, rtol=1e-5, atol=1e-5)
+    # The eps rule on the same network output is a different map: the parametrisation is really used.
+    assert not torch.allclose(DDIM().invert(den, z0, steps), x, atol=1e-3)
+
+
+def test_each_prediction_type_trains_towards_its_own_target():
+    z0 = torch.randn(4, 3, 4, 4)
+    for prediction_type in ("epsilon", "v_prediction", "sample"):
+        ddim = DDIM(prediction_type=prediction_type)
+
+        def oracle(z_t, t, ddim=ddim):  # the exact eps from z_t and z0, turned into the configured target
+            a = ddim.alphas_cumprod[t].view(-1, 1, 1, 1)
+            eps = (z_t - a.sqrt() * z0) / (1 - a).sqrt()
+            return {"epsilon": eps, "sample": z0, "v_prediction": a.sqrt() * eps - (1 - a).sqrt() * z0}[
+                ddim.config.prediction_type]
+
+        assert ddim.training_loss(oracle, z0, generator=torch.Generator().manual_seed(0)).item() < 1e-8
+
+
+def test_min_snr_weights_equal_the_formula():
+    t = torch.tensor([0, 10, 100, 300, 500, 900, 999])
+    gamma = 5.0
+    for prediction_type, divisor in (("epsilon", lambda s: s), ("v_prediction", lambda s: s + 1),
+                                     ("sample", lambda s: torch.ones_like(s))):
+        ddim = DDIM(prediction_type=prediction_type, loss_weighting="min_snr", min_snr_gamma=gamma)
+        a = ddim.alphas_cumprod[t].double()
+        snr = a / (1 - a)
+        expected = torch.minimum(snr, torch.full_like(snr, gamma)) / divisor(snr)
+        torch.testing.assert_close(ddim.loss_weights(t).double(), expected, rtol=1e-5, atol=0)
+    # eps with Min-SNR: weight 1 wherever SNR <= gamma (high noise), gamma / SNR below.
+    weights = DDIM(loss_weighting="min_snr").loss_weights(torch.tensor([0, 999]))
+    assert weights[1].item() == 1.0 and weights[0].item() < 1e-3
+    assert DDIM().loss_weights(t).tolist() == [1.0] * len(t)
+
+
+def test_min_snr_loss_is_the_weighted_mean_of_per_sample_errors():
+    ddim = DDIM(prediction_type="v_prediction", loss_weighting="min_snr")
+    z0 = torch.randn(6, 3, 4, 4)
+    seen = {}
+
+    def zero(z_t, t):
+        seen["t"] = t
+        return torch.zeros_like(z_t)
+
+    generator = torch.Generator().manual_seed(3)
+    loss = ddim.training_loss(zero, z0, generator=generator)
+    # Replay the same draws: t first, then the noise.
+    replay = torch.Generator().manual_seed(3)
+    t = torch.randint(0, 1000, (6,), generator=replay)
+    noise = torch.randn(z0.shape, generator=replay)
+    assert torch.equal(seen["t"], t)
+    per_sample = ddim.target(z0, noise, t).pow(2).flatten(1).mean(1)
+    torch.testing.assert_close(loss, (ddim.loss_weights(t) * per_sample).mean())
+
+
+def test_shifted_timesteps_favour_high_noise():
+    uniform = DDIM().sample_timesteps(20000, generator=torch.Generator().manual_seed(0))
+    shifted = DDIM(timestep_shift=3.0).sample_timesteps(20000, generator=torch.Generator().manual_seed(0))
+    assert 0 <= shifted.min() and shifted.max() <= 999
+    assert abs((uniform >= 750).float().mean().item() - 0.25) < 0.02
+    assert abs((shifted >= 750).float().mean().item() - 0.5) < 0.02  # 3u / (1 + 2u) >= 0.75  <=>  u >= 0.5
+
+
+def test_the_config_is_given_once():
+    from faceedittalker.diffusion import DiffusionConfig
+
+    config = DiffusionConfig(prediction_type="v_prediction", clip_sample=True)
+    assert DDIM(config).config is config
+    assert DDIM(**DDIM(config).config_dict()).config == config
+    assert DDIM(config).scheduler.config.prediction_type == "v_prediction"
+    with pytest.raises(TypeError):
+        DDIM(config, clip_sample=False)
+    with pytest.raises(ValueError, match="prediction_type"):
+        DDIM(prediction_type="x0")
+    with pytest.raises(ValueError, match="loss_weighting"):
+        DDIM(loss_weighting="snr")
+
+
+def test_paper_keeps_the_eps_mse_and_the_option_files_compose():
+    from helpers import compose_train_config
+    from hydra.utils import instantiate
+
+    paper = instantiate(compose_train_config(["stage=1", "experiment=paper"]).diffusion)
+    assert (paper.config.prediction_type, paper.config.loss_weighting, paper.config.timestep_shift) == (
+        "epsilon", "none", 1.0)
+    cfg = compose_train_config(["stage=1", "experiment=tiny", "diffusion=v_minsnr", "unet=diffae_adagn"])
+    ddim = instantiate(cfg.diffusion)
+    assert (ddim.config.prediction_type, ddim.config.loss_weighting, ddim.config.min_snr_gamma) == (
+        "v_prediction", "min_snr", 5.0)
+    assert ddim.config.clip_sample is False  # the tiny experiment's own setting still applies on top
+    assert cfg.unet.zsem_adagn and cfg.unet.zsem_cross_attention and cfg.unet.base_channels == 32

@@ -73,7 +73,7 @@ class ImageFeatureSpace(PretrainedFolder, nn.Module):
     # ----- persistence -----------------------------------------------------------------------------------
     def settings(self) -> dict:
         return {"resolution": self.resolution, "autoencoder": self.autoencoder.describe(),
-                "diffusion": vars(self.ddim.config), "sample_steps": self.sample_steps,
+                "diffusion": self.ddim.config_dict(), "sample_steps": self.sample_steps,
                 "invert_steps": self.invert_steps}
 
     @classmethod

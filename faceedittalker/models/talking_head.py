@@ -177,7 +177,7 @@ class TalkingHeadModel(PretrainedFolder, nn.Module):
             "num_frames": self.num_frames,
             "window_overlap": self.window_overlap,
             "autoencoder": self.autoencoder.describe(),
-            "diffusion": vars(self.ddim.config),
+            "diffusion": self.ddim.config_dict(),
             "sample_steps": self.sample_steps,
             "invert_steps": self.invert_steps,
         }

@@ -1,6 +1,7 @@
 """Stage 1, Alg. 1: joint training of the semantic encoder E_sem and the conditional denoiser eps_theta.
 
-Loss (Eq. 11): || eps_theta(Z_t, t | z_sem = E_sem(x)) - eps ||^2 with Z_0 = E_img(x) (or its cached value).
+Loss (Eq. 11): || eps_theta(Z_t, t | z_sem = E_sem(x)) - eps ||^2 with Z_0 = E_img(x) (or its cached value);
+`diffusion.prediction_type` / `diffusion.loss_weighting` swap the target (v, z0) and weight the timesteps.
 """
 
 from __future__ import annotations
