@@ -10,18 +10,18 @@ A single file must be usable speech (not unreadable, not shorter than 0.2 s, not
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import hydra
 import numpy as np
 from omegaconf import DictConfig
-from tqdm import tqdm
 
 from faceedittalker import CONFIGS_DIR
 from faceedittalker.data.audio import check_speech, load_audio
+from faceedittalker.data.clips import list_clips
 from faceedittalker.errors import InputError, exit_on_input_error
 from faceedittalker.models.audio_encoder import audio_encoder_from_name
+from faceedittalker.utils.files import atomic_write
 
 
 @hydra.main(config_path=str(CONFIGS_DIR), config_name="audio_features", version_base="1.3")
@@ -36,17 +36,13 @@ def main(cfg: DictConfig) -> None:
         encoder = audio_encoder_from_name(cfg.encoder, device=cfg.device, layer=cfg.layer, fps=cfg.fps)
         features = encoder(waveform).numpy()
         output = Path(cfg.output) if cfg.output else source.with_name(f"{source.stem}.{encoder.slug}.npy")
-        partial = output.with_name(output.name + ".partial.npy")
-        np.save(partial, features)
-        os.replace(partial, output)
+        with atomic_write(output) as tmp:
+            np.save(tmp, features)
         print(f"wrote {output}: {features.shape[0]} frames x {features.shape[1]} features")
         return
-    clips = sorted(p.parent for p in source.glob("*/audio.wav"))
-    if not clips:
-        raise InputError(f"no clip folders (<clip>/audio.wav) under {source}")
+    clips = list_clips(source)
     encoder = audio_encoder_from_name(cfg.encoder, device=cfg.device, layer=cfg.layer, fps=cfg.fps)
-    for clip in tqdm(clips, desc="audio features", unit="clip"):
-        encoder.clip_features(clip)
+    encoder.cache_clip_features(clips)
     print(f"features of {len(clips)} clips cached as audio_features/{encoder.slug}.npy")
 
 

@@ -8,7 +8,6 @@ import json
 import tempfile
 from pathlib import Path
 
-import av
 import cv2
 import hydra
 import numpy as np
@@ -18,6 +17,7 @@ from tqdm import tqdm
 
 from faceedittalker import CONFIGS_DIR
 from faceedittalker.data.audio import load_audio
+from faceedittalker.data.clips import list_clips, read_frames
 from faceedittalker.errors import exit_on_input_error
 from faceedittalker.landmarks.detector import FaceLandmarker
 from faceedittalker.landmarks.render import render_landmarks
@@ -41,11 +41,6 @@ def landmark_errors(landmarker: FaceLandmarker, image: np.ndarray, truth: np.nda
     error = np.linalg.norm((face.points[:, :2] - truth[:, :2]) * size, axis=1).mean()
     interocular = np.linalg.norm((truth[33, :2] - truth[263, :2]) * size)
     return True, float(error), float(error / interocular)
-
-
-def read_frames(path: Path) -> np.ndarray:
-    with av.open(str(path)) as video:
-        return np.stack([frame.to_ndarray(format="rgb24") for frame in video.decode(video=0)])
 
 
 def contact_sheet(path: Path, count: int = 16, size: int = 128, seed: int = 0) -> None:
@@ -100,7 +95,7 @@ def main(cfg: DictConfig) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         clips_dir = syn.ensure_synthetic_set(tmp, "clips", cfg.clips, cfg.resolution, cfg.seed, cfg.workers)
         stills_dir = syn.ensure_synthetic_set(tmp, "images", cfg.stills, cfg.resolution, cfg.seed, cfg.workers)
-        clips = sorted(p for p in clips_dir.iterdir() if p.is_dir())
+        clips = list_clips(clips_dir)
         openings, loudnesses, per_clip_r = [], [], []
         video_results, still_results = [], []
         with FaceLandmarker(mode="image") as landmarker:
@@ -111,7 +106,7 @@ def main(cfg: DictConfig) -> None:
                 per_clip_r.append(float(np.corrcoef(opening, loudness)[0, 1]))
                 openings.append(opening)
                 loudnesses.append(loudness)
-                frames = read_frames(clip / "frames.mp4")
+                frames = read_frames(clip)
                 for t in range(0, len(frames), cfg.every):
                     video_results.append(landmark_errors(landmarker, frames[t], landmarks[t]))
             truth = np.load(stills_dir / "landmarks.npy")
@@ -133,7 +128,7 @@ def main(cfg: DictConfig) -> None:
             out = Path(cfg.previews)
             out.mkdir(parents=True, exist_ok=True)
             contact_sheet(out / "synthetic_faces.png")
-            clip_strip(out / "synthetic_clip.png", clips[0], read_frames(clips[0] / "frames.mp4"))
+            clip_strip(out / "synthetic_clip.png", clips[0], read_frames(clips[0]))
     print(json.dumps(report, indent=1))
 
 

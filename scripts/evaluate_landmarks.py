@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 
 import hydra
@@ -18,7 +17,6 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 from PIL import Image, ImageDraw
-from tqdm import tqdm
 
 from faceedittalker import CONFIGS_DIR
 from faceedittalker.data.clips import ClipWindowDataset, list_clips
@@ -34,6 +32,7 @@ from faceedittalker.models.landmark_predictor import (
     predict_landmarks,
 )
 from faceedittalker.stages.stage3_landmarks import AUDIO_ENCODER_FILE
+from faceedittalker.utils.files import atomic_write, write_json_atomic
 
 log = logging.getLogger("evaluate_landmarks")
 
@@ -88,18 +87,16 @@ def plot_clip(path: Path, predictor: LandmarkPredictor, clip: Path, encoder, cou
 def main(cfg: DictConfig) -> None:
     predictor, encoder = load_predictor(Path(cfg.model).expanduser(), cfg.device)
     clips = list_clips(cfg.clips)
-    for clip in tqdm(clips, desc=f"audio features ({encoder.name})", leave=False):
-        encoder.clip_features(clip)
+    encoder.cache_clip_features(clips)
     data = ClipWindowDataset(cfg.clips, num_frames=cfg.num_frames, window_step=cfg.num_frames,
                              encoder_name=encoder.name, load_frames=False, load_audio=False)  # fmt: skip
     metrics = {"clips": len(clips), **landmark_metrics(predictor, data)}
     print(json.dumps(metrics, indent=2))
     if cfg.output:
-        Path(cfg.output).write_text(json.dumps(metrics, indent=2))
+        write_json_atomic(cfg.output, metrics)
     if cfg.plot:
-        tmp = Path(cfg.plot).with_name(f".tmp-{os.getpid()}-{Path(cfg.plot).name}")
-        plot_clip(tmp, predictor, clips[0], encoder)
-        os.replace(tmp, cfg.plot)  # no half-written picture
+        with atomic_write(cfg.plot) as tmp:  # no half-written picture
+            plot_clip(tmp, predictor, clips[0], encoder)
         log.info("wrote %s", cfg.plot)
 
 

@@ -5,7 +5,6 @@ python scripts/render_landmarks.py input=portrait.jpg output=landmarks.png [over
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import hydra
@@ -17,6 +16,7 @@ from faceedittalker import CONFIGS_DIR
 from faceedittalker.errors import InputError, exit_on_input_error
 from faceedittalker.landmarks.detector import FaceLandmarker
 from faceedittalker.landmarks.render import render_landmarks
+from faceedittalker.utils.files import atomic_write
 
 
 @hydra.main(config_path=str(CONFIGS_DIR), config_name="render_landmarks", version_base="1.3")
@@ -39,9 +39,8 @@ def main(cfg: DictConfig) -> None:
         drawn = drawing.any(axis=2)
         shown[drawn] = drawing[drawn]
         drawing = np.concatenate([drawing, shown], axis=1)
-    partial = output.with_name(output.name + ".partial.png")
-    Image.fromarray(drawing).save(partial)
-    os.replace(partial, output)
+    with atomic_write(output) as tmp:
+        Image.fromarray(drawing).save(tmp)
     print(f"wrote {output}")
 
 

@@ -147,7 +147,7 @@ def test_clip_feature_cache_is_keyed_by_encoder_name(encoder, tmp_path):
     assert cache == clip / "audio_features" / f"{encoder.slug}.npy" and cache.is_file()
     np.save(cache, np.full(features.shape, 7.0, np.float32))  # a second call reads the cache
     assert torch.equal(encoder.clip_features(clip), torch.full(features.shape, 7.0))
-    assert not list(clip.glob("audio_features/*partial*"))
+    assert [p.name for p in (clip / "audio_features").iterdir()] == [cache.name]  # no temporary left
 
 
 @pytest.mark.parametrize(
@@ -250,7 +250,7 @@ def test_mel_name_slug_and_clip_cache_round_trip(tmp_path):
     assert torch.allclose(features, encoder.encode_file(clip / "audio.wav"))
     np.save(cache, np.full(features.shape, 7.0, np.float32))  # a second call reads the cache
     assert torch.equal(encoder.clip_features(clip), torch.full(features.shape, 7.0))
-    assert not list(clip.glob("audio_features/*partial*"))
+    assert [p.name for p in (clip / "audio_features").iterdir()] == ["logmel80.npy"]  # no temporary left
     fresh = tmp_path / "clip1"
     fresh.mkdir()
     soundfile.write(fresh / "audio.wav", load_audio(speech_path("de_male")), SAMPLE_RATE)
@@ -273,11 +273,18 @@ def test_audio_encoder_configs_and_names_pick_the_encoder(encoder_dir):
     assert isinstance(audio_encoder_from_name(str(encoder_dir)), AudioFeatureEncoder)
 
 
+def _clip_folder(folder, speech: str) -> None:
+    """A clip folder as `list_clips` accepts it: speech in `audio.wav`, (empty) frames, landmarks and meta."""
+    (folder / "frames").mkdir(parents=True)
+    soundfile.write(folder / "audio.wav", load_audio(speech_path(speech)), SAMPLE_RATE)
+    np.save(folder / "landmarks.npy", np.zeros((1, 478, 3), np.float32))
+    (folder / "meta.json").write_text("{}")
+
+
 def test_cli_writes_mel_features_for_clip_folders(tmp_path):
     for index, name in enumerate(("en_male", "de_male")):
-        clip = tmp_path / f"clip{index}"
-        clip.mkdir()
-        soundfile.write(clip / "audio.wav", load_audio(speech_path(name)), SAMPLE_RATE)
+        _clip_folder(tmp_path / f"clip{index}", name)
+    _clip_folder(tmp_path / ".partial_clip2", "en_female")  # an unfinished folder of the preprocessing
     result = subprocess.run(
         [sys.executable, str(REPO_ROOT / "scripts/audio_features.py"), f"input={tmp_path}", "encoder=logmel80"],
         capture_output=True,
@@ -285,6 +292,8 @@ def test_cli_writes_mel_features_for_clip_folders(tmp_path):
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
+    assert "features of 2 clips" in result.stdout
+    assert not (tmp_path / ".partial_clip2" / "audio_features").exists()
     for index, name in enumerate(("en_male", "de_male")):
         cached = np.load(tmp_path / f"clip{index}" / "audio_features" / "logmel80.npy")
         info = soundfile.info(speech_path(name))

@@ -8,6 +8,7 @@ from diffusers import AutoencoderKL
 
 from faceedittalker.errors import InputError
 from faceedittalker.models.autoencoder import IdentityAutoencoder, LatentAutoencoder, build_autoencoder
+from faceedittalker.models.layers import group_count
 from faceedittalker.models.semantic_encoder import SemanticEncoder
 from faceedittalker.models.unet import ConditionalUNet
 
@@ -129,3 +130,12 @@ def test_vae_description_rebuilds_the_same_vae_from_any_directory(tiny_vae_dir, 
     again = build_autoencoder(**description)
     x = torch.rand(1, 3, 16, 16) * 2 - 1
     torch.testing.assert_close(again.encode(x), ae.encode(x))
+
+
+@pytest.mark.parametrize(
+    ("channels", "max_groups", "groups"),
+    [(128, 32, 32), (48, 32, 24), (40, 32, 20), (7, 32, 7), (10, 4, 2), (13, 4, 1), (64, 0, 1)],
+)
+def test_group_count_is_the_largest_divisor_allowed(channels, max_groups, groups):
+    assert group_count(channels, max_groups) == groups
+    torch.nn.GroupNorm(groups, channels)  # accepted by GroupNorm

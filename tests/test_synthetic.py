@@ -27,6 +27,7 @@ from faceedittalker.synthetic.face import (
     RIGHT_EYE,
     RIGHT_FACE_SIDE,
 )
+from faceedittalker.utils.files import TMP_PREFIX
 
 SIZE = 128
 
@@ -189,7 +190,7 @@ def test_same_seed_same_set_and_ensure_is_idempotent(sets, tmp_path):
     stamp = (sets["images"] / "000000.png").stat().st_mtime_ns
     assert syn.ensure_synthetic_set(sets["images"].parent, "images", 3, 32, 1) == sets["images"]
     assert (sets["images"] / "000000.png").stat().st_mtime_ns == stamp
-    assert not list(sets["images"].parent.glob("*.tmp-*"))
+    assert not [p for p in sets["images"].parent.iterdir() if p.name.startswith(TMP_PREFIX)]
 
 
 def test_parallel_workers_give_the_same_set(tmp_path):

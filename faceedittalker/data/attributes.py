@@ -7,13 +7,13 @@ image: `filename v1 ... vN` with every v in {1, -1}.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from faceedittalker.errors import InputError
+from faceedittalker.utils.files import write_text_atomic
 
 ATTRIBUTE_FILE_NAME = "CelebAMask-HQ-attribute-anno.txt"
 
@@ -75,7 +75,4 @@ def write_attribute_file(
             raise ValueError(f"file name {file_name!r} contains whitespace")
         lines.append(file_name + " " + " ".join(str(int(v)) for v in values))
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    os.replace(tmp, path)
+    write_text_atomic(path, "\n".join(lines) + "\n")

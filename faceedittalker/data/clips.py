@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 
 from faceedittalker.data.audio import SAMPLE_RATE, feature_cache_path
 from faceedittalker.errors import InputError
-from faceedittalker.landmarks.render import default_thickness, render_landmarks
+from faceedittalker.landmarks.render import default_thickness, render_sequence
 
 CLIP_FILES = ("audio.wav", "landmarks.npy", "meta.json")
 
@@ -42,7 +42,8 @@ def is_clip_folder(folder: str | os.PathLike) -> bool:
 
 
 def list_clips(root: str | os.PathLike) -> list[Path]:
-    """The complete clip folders directly under `root`, sorted (temporary `.partial_*` folders are skipped)."""
+    """The complete clip folders directly under `root`, sorted (hidden ones, such as a writer's unfinished temporary
+    folder, are skipped)."""
     root = Path(root).expanduser()
     if not root.is_dir():
         raise InputError(f"clip folder not found: {root}")
@@ -217,11 +218,9 @@ class ClipWindowDataset(Dataset):
             images = torch.from_numpy(np.ascontiguousarray(frames)).movedim(-1, -3).float() / 127.5 - 1.0
             result["frames"], result["reference"] = images[:-1], images[-1]
         if self.landmark_image_size is not None:
-            drawn = [
-                render_landmarks(points, self.landmark_image_size, self.landmark_thickness)
-                for points in [*landmarks, reference_landmarks]
-            ]
-            drawn = torch.from_numpy(np.stack(drawn)).movedim(-1, -3).float() / 255.0  # (T + 1, 3, S, S)
+            points = np.concatenate([landmarks, reference_landmarks[None]])  # (T + 1, 478, 3)
+            drawn = render_sequence(points, self.landmark_image_size, self.landmark_thickness)
+            drawn = torch.from_numpy(drawn).movedim(-1, -3).float() / 255.0  # (T + 1, 3, S, S)
             result["landmark_images"], result["reference_landmark_image"] = drawn[:-1], drawn[-1]
         if self.encoder_name is not None:
             features = np.load(feature_cache_path(folder, self.encoder_name), mmap_mode="r")

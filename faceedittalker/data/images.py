@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +19,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from faceedittalker.errors import InputError
-from faceedittalker.utils.files import find_files
+from faceedittalker.utils.files import atomic_directory, find_files
 
 log = logging.getLogger(__name__)
 
@@ -132,28 +130,24 @@ def write_latent_cache(image_root: str | Path, autoencoder: torch.nn.Module, res
     image_root = Path(image_root).expanduser()
     files = [p for p in list_images(image_root) if _is_image(p)]
     output = Path(output).expanduser()
-    tmp = output.with_name(output.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    index: dict[str, tuple[str, int]] = {}
-    progress = tqdm(total=len(files), desc="caching latents", unit="img")
-    for shard_id, start in enumerate(range(0, len(files), shard_size)):
-        shard_files = files[start:start + shard_size]
-        shard_name = f"latents-{shard_id:05d}.safetensors"
-        plain, mirrored = [], []
-        for i in range(0, len(shard_files), batch_size):
-            images = torch.stack([load_image(p, resolution) for p in shard_files[i:i + batch_size]]).to(device)
-            plain.append(autoencoder.encode(images).half().cpu())  # fp16 halves the cache size
-            mirrored.append(autoencoder.encode(images.flip(-1)).half().cpu())
-            progress.update(len(images))
-        save_file({"latents": torch.cat(plain), "latents_flipped": torch.cat(mirrored)}, str(tmp / shard_name))
-        for row, path in enumerate(shard_files):
-            index[path.relative_to(image_root).as_posix()] = (shard_name, row)
-    progress.close()
-    (tmp / CACHE_INDEX).write_text(json.dumps({"image_root": str(image_root), "resolution": resolution,
-                                               "autoencoder": autoencoder.describe(), "files": index}))
-    shutil.rmtree(output, ignore_errors=True)
-    os.replace(tmp, output)
+    with atomic_directory(output) as tmp:
+        index: dict[str, tuple[str, int]] = {}
+        progress = tqdm(total=len(files), desc="caching latents", unit="img")
+        for shard_id, start in enumerate(range(0, len(files), shard_size)):
+            shard_files = files[start:start + shard_size]
+            shard_name = f"latents-{shard_id:05d}.safetensors"
+            plain, mirrored = [], []
+            for i in range(0, len(shard_files), batch_size):
+                images = torch.stack([load_image(p, resolution) for p in shard_files[i:i + batch_size]]).to(device)
+                plain.append(autoencoder.encode(images).half().cpu())  # fp16 halves the cache size
+                mirrored.append(autoencoder.encode(images.flip(-1)).half().cpu())
+                progress.update(len(images))
+            save_file({"latents": torch.cat(plain), "latents_flipped": torch.cat(mirrored)}, str(tmp / shard_name))
+            for row, path in enumerate(shard_files):
+                index[path.relative_to(image_root).as_posix()] = (shard_name, row)
+        progress.close()
+        (tmp / CACHE_INDEX).write_text(json.dumps({"image_root": str(image_root), "resolution": resolution,
+                                                   "autoencoder": autoencoder.describe(), "files": index}))
     return output
 
 

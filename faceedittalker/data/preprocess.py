@@ -23,7 +23,6 @@ import json
 import logging
 import math
 import os
-import shutil
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -39,7 +38,7 @@ from faceedittalker.data.audio import SAMPLE_RATE, SILENCE_DBFS, VIDEO_FPS, load
 from faceedittalker.errors import InputError
 from faceedittalker.landmarks.detector import FaceLandmarker
 from faceedittalker.landmarks.pose import DEFAULT_MODEL_PATH, estimate_pose
-from faceedittalker.utils.files import find_files
+from faceedittalker.utils.files import atomic_directory, find_files, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -321,7 +320,7 @@ class Preprocessor:
             except (av.FFmpegError, InputError) as err:  # e.g. a file truncated half-way
                 report.kept.clear()
                 report.rejected = [{"video": source, "reason": f"decoding failed: {str(err).splitlines()[0]}"}]
-        _atomic_write_text(marker, json.dumps(asdict(report), indent=1))
+        write_json_atomic(marker, asdict(report), indent=1)
         return report
 
     def _process(self, video: Path, base_id: str, source: str, facts: dict, report, progress: bool) -> None:
@@ -370,7 +369,8 @@ class Preprocessor:
                     next_frame()
                 position = plan.stop
                 clip_frames = (crop_frame(next_frame(), plan.boxes[t], s.size) for t in range(plan.stop - plan.start))
-                self._write_clip(plan, clip_frames, audio, points, found, facts, source, (width, height), target)
+                with atomic_directory(target) as folder:  # a clip folder appears complete or not at all
+                    self._write_clip(plan, clip_frames, audio, points, found, facts, source, (width, height), folder)
                 report.kept.append(plan.clip_id)
         finally:
             frames.close()  # release the decoder now, not whenever the abandoned generator is collected
@@ -395,22 +395,7 @@ class Preprocessor:
             return np.zeros(0, bool), np.zeros((0, 4)), np.zeros((0, 478, 3), np.float32), size
         return np.array(found), np.array(boxes), np.array(points, dtype=np.float32), size
 
-    def _write_clip(self, plan, frames, audio, points, found, facts, source, source_size, target: Path) -> None:
-        partial = self.output_root / f".partial_{plan.clip_id}"
-        if partial.exists():
-            shutil.rmtree(partial)
-        partial.mkdir()
-        try:
-            self._write_partial_clip(plan, frames, audio, points, found, facts, source, source_size, partial)
-        except BaseException:
-            shutil.rmtree(partial, ignore_errors=True)  # no half-written clip folder is left behind
-            raise
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(partial, target)
-
-    def _write_partial_clip(self, plan, frames, audio, points, found, facts, source, source_size,
-                            partial: Path) -> None:
+    def _write_clip(self, plan, frames, audio, points, found, facts, source, source_size, partial: Path) -> None:
         s = self.settings
         width, height = source_size
         num_frames = plan.stop - plan.start
@@ -465,11 +450,5 @@ class Preprocessor:
             "kept": kept,
             "rejected": rejected,
         }
-        _atomic_write_text(self.output_root / REPORT_NAME, json.dumps(summary, indent=1))
+        write_json_atomic(self.output_root / REPORT_NAME, summary, indent=1)
         return summary
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(text)
-    os.replace(partial, path)

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 import torchaudio.functional
+from tqdm.auto import tqdm
 
 from faceedittalker.data.audio import (
     SAMPLE_RATE,
@@ -28,6 +30,7 @@ from faceedittalker.data.audio import (
     resample,
 )
 from faceedittalker.errors import InputError
+from faceedittalker.utils.files import atomic_write
 
 
 class CachedAudioEncoder:
@@ -76,10 +79,14 @@ class CachedAudioEncoder:
         features = self.encode_file(Path(clip_dir) / "audio.wav")
         if write_cache:
             cache.parent.mkdir(exist_ok=True)
-            partial = cache.with_suffix(".partial.npy")
-            np.save(partial, features.numpy())
-            os.replace(partial, cache)  # never leave a half-written cache behind
+            with atomic_write(cache) as tmp:  # never a half-written cache, even with several writers at once
+                np.save(tmp, features.numpy())
         return features
+
+    def cache_clip_features(self, clips: Sequence[str | os.PathLike]) -> None:
+        """Compute and cache the features of every clip folder in `clips` that has none yet (progress bar)."""
+        for clip in tqdm(clips, desc=f"audio features ({self.name})", unit="clip", leave=False):
+            self.clip_features(clip)
 
 
 class AudioFeatureEncoder(CachedAudioEncoder):

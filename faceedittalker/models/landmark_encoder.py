@@ -32,6 +32,8 @@ from diffusers.models.resnet import Downsample2D, ResnetBlock2D
 from diffusers.models.transformers.transformer_2d import Transformer2DModel
 from torch import nn
 
+from faceedittalker.models.layers import group_count
+
 
 @dataclass
 class LandmarkFeatures:
@@ -109,7 +111,7 @@ class LandmarkEncoder(ModelMixin, ConfigMixin):
         size = latent_size
         for level, width in enumerate(residual_channels):
             size = size // 2 if level > 0 else size
-            self.levels.append(PyramidLevel(channels, width, level > 0, _groups(norm_num_groups, width)))
+            self.levels.append(PyramidLevel(channels, width, level > 0, group_count(width, norm_num_groups)))
             channels = width
             attend = reference_cross_attention and size <= cross_attention_max_size
             self.cross_attention.append(
@@ -128,7 +130,7 @@ class LandmarkEncoder(ModelMixin, ConfigMixin):
             num_attention_heads=heads,
             attention_head_dim=width // heads,
             in_channels=width,
-            norm_num_groups=_groups(groups, width),
+            norm_num_groups=group_count(width, groups),
             cross_attention_dim=width,
             use_linear_projection=True,
         )
@@ -156,8 +158,3 @@ class LandmarkEncoder(ModelMixin, ConfigMixin):
                 h = attention(h, encoder_hidden_states=tokens, return_dict=False)[0]
             residuals.append(projection(h))
         return LandmarkFeatures(cond, residuals)
-
-
-def _groups(groups: int, channels: int) -> int:
-    """The largest group count <= `groups` that divides `channels` (GroupNorm needs a divisor)."""
-    return next(g for g in range(min(groups, channels), 0, -1) if channels % g == 0)

@@ -29,6 +29,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
 from faceedittalker.landmarks.topology import LIP_POINTS
+from faceedittalker.models.layers import group_count
 
 __all__ = [
     "STABLE_POINTS", "face_frame", "face_units", "rigid_align", "landmark_targets", "LandmarkPredictor",
@@ -99,10 +100,7 @@ def landmark_targets(landmarks: torch.Tensor, reference: torch.Tensor) -> torch.
 
 def _norm(channels: int, group_channels: int) -> nn.GroupNorm:
     """GroupNorm with about `group_channels` channels per group (at least one group; the count divides C)."""
-    groups = max(1, channels // group_channels)
-    while channels % groups:
-        groups -= 1
-    return nn.GroupNorm(groups, channels)
+    return nn.GroupNorm(group_count(channels, channels // group_channels), channels)
 
 
 def _frame_norm(norm: nn.GroupNorm, x: torch.Tensor) -> torch.Tensor:

@@ -237,11 +237,6 @@ class ConditionalUNet(ModelMixin, ConfigMixin):
         base, mult = self.config.base_channels, self.config.channel_mult
         return [base] + [base * m for m in mult[:-1]]
 
-    @property
-    def residual_sizes(self) -> list[int]:
-        """Spatial size of each level (the sizes `residual_channels` live at)."""
-        return [self.config.sample_size // 2**level for level in range(len(self.config.channel_mult))]
-
     def forward(
         self,
         sample: torch.Tensor,

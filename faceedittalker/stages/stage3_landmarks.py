@@ -17,10 +17,9 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import nn
 from torch.utils.data import Dataset
-from tqdm.auto import tqdm
 
 from faceedittalker.data.clips import list_clips
-from faceedittalker.landmarks.render import render_landmarks
+from faceedittalker.landmarks.render import render_sequence
 from faceedittalker.metrics.landmarks import landmark_metrics
 from faceedittalker.models.landmark_predictor import face_frame, landmark_loss, landmark_targets, predict_landmarks
 from faceedittalker.stages.base import Stage, StageModules
@@ -46,8 +45,7 @@ class LandmarkStage(Stage):
         root = self.cfg.clip_data.root
         root = instantiate(root) if OmegaConf.is_dict(root) else root  # the synthetic set is made on first use
         with PartialState().main_process_first():
-            for clip in tqdm(list_clips(root), desc=f"audio features ({encoder.name})", leave=False):
-                encoder.clip_features(clip)
+            encoder.cache_clip_features(list_clips(root))
         return encoder.name
 
     def build_dataset(self) -> Dataset:
@@ -88,7 +86,7 @@ class LandmarkStage(Stage):
         size, rows = 96, []
         for clip in range(min(len(truth), 2)):
             for sequence in (truth[clip], predicted[clip]):
-                drawn = np.stack([render_landmarks(p, size, 1) for p in sequence[::2]])
+                drawn = render_sequence(sequence[::2], size, 1)
                 rows.append(torch.from_numpy(drawn).movedim(-1, -3).float() / 127.5 - 1)
         return image_grid(list(torch.stack(rows, dim=1)))
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -297,13 +297,6 @@ class Pose:
     scale: float = 1.0
 
 
-@dataclass
-class _Sample:
-    identity: Identity
-    expression: Expression = field(default_factory=Expression)
-    pose: Pose = field(default_factory=Pose)
-
-
 def _pick(rng: np.random.Generator, p: float) -> bool:
     return bool(rng.random() < p)
 
@@ -413,11 +406,6 @@ def rest_expression(identity: Identity) -> Expression:
         jaw_open=(0.035 + 0.035 * draws[6]) if identity.attributes["Mouth_Slightly_Open"] else 0.0,
         smile=(0.8 + 0.4 * draws[7]) if identity.attributes["Smiling"] else 0.0,
     )
-
-
-def shape_mesh(identity: Identity, expression: Expression) -> np.ndarray:
-    """Canonical (478, 3) landmarks of a person with an expression (before pose)."""
-    return apply_expression(identity_mesh(identity), expression)
 
 
 def identity_mesh(identity: Identity) -> np.ndarray:

@@ -3,12 +3,12 @@ LFW subset bundled with scikit-image. Used by the reconstruction check, tests an
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from faceedittalker.utils.files import COMPLETE_MARKER, ensure_directory
 
 # The astronaut's face in `skimage.data.astronaut()` (512 x 512): a square box (top, left, side).
 ASTRONAUT_FACE_BOX = (20, 130, 220)
@@ -52,26 +52,12 @@ def real_face_crops(count: int, resolution: int, seed: int = 0) -> np.ndarray:
 
 
 def ensure_real_face_folder(root: str | Path, count: int = 8, resolution: int = 32, seed: int = 0) -> Path:
-    """Write `real_face_crops` as PNGs into `root` once (atomically) and return the folder.
+    """Write `real_face_crops` as PNGs into `root` once (atomically, safe to race: `ensure_directory`) and
+    return the folder."""
 
-    Safe when several processes (the ranks of `accelerate launch`) ask at once: each writes its own
-    temporary folder and the first complete one is kept."""
-    root = Path(root).expanduser()
-    marker = root / ".complete"
-    if marker.is_file():
-        return root
-    tmp = root.with_name(f"{root.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for i, face in enumerate(real_face_crops(count, resolution, seed)):
-        Image.fromarray(face).save(tmp / f"{i:05d}.png")
-    (tmp / ".complete").write_text(f"{count} faces at {resolution}px, seed {seed}\n")
-    if marker.is_file():  # another process finished first
-        shutil.rmtree(tmp)
-        return root
-    shutil.rmtree(root, ignore_errors=True)  # an incomplete folder without the marker
-    try:
-        os.replace(tmp, root)
-    except OSError:  # lost the race to a complete folder
-        shutil.rmtree(tmp, ignore_errors=True)
-    return root
+    def write(folder: Path) -> None:
+        for i, face in enumerate(real_face_crops(count, resolution, seed)):
+            Image.fromarray(face).save(folder / f"{i:05d}.png")
+        (folder / COMPLETE_MARKER).write_text(f"{count} faces at {resolution}px, seed {seed}\n")
+
+    return ensure_directory(root, write)

@@ -18,7 +18,6 @@ import functools
 import json
 import multiprocessing
 import os
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -41,6 +40,7 @@ from faceedittalker.synthetic.face import (
     sample_identity,
     with_attributes,
 )
+from faceedittalker.utils.files import COMPLETE_MARKER, atomic_directory, ensure_directory
 
 __all__ = [
     "RENDERED_ATTRIBUTES", "Expression", "Identity", "Pose", "render_face", "rest_expression",
@@ -51,7 +51,6 @@ __all__ = [
 SPEECH_DIR = ASSETS_DIR / "speech"
 
 SET_KINDS = ("images", "attributes", "clips")
-COMPLETE_MARKER = ".complete"
 _KIND_CODES = {"images": 1, "attributes": 2, "clips": 3, "portraits": 4}  # disjoint seeds: portraits are unseen faces
 MAX_JAW_OPEN = 0.1  # face heights: a wide-open mouth on the loudest syllables
 
@@ -272,40 +271,37 @@ def write_synthetic_set(
 
     Written into a temporary sibling and renamed when complete (with a `.complete` marker), so a killed run
     leaves no half-written set under `folder`."""
+    folder = Path(folder)
+    if folder.exists():
+        raise FileExistsError(f"{folder} already exists")
+    with atomic_directory(folder, replace=False) as tmp:  # FileExistsError if the folder appears meanwhile
+        _fill_set(tmp, kind, count, resolution, seed, workers, clip_seconds)
+    return folder
+
+
+def _fill_set(
+    folder: Path, kind: str, count: int, resolution: int, seed: int, workers: int, clip_seconds: tuple[float, float]
+) -> None:
+    """Write a set of `kind` into the empty `folder`, its `.complete` marker last."""
     if kind not in SET_KINDS:
         raise ValueError(f"kind must be one of {SET_KINDS}, got {kind!r}")
     if count < 1 or resolution < 16 or resolution % 2:
         raise ValueError("need count >= 1 and an even resolution >= 16")
-    folder = Path(folder)
-    if folder.exists():
-        raise FileExistsError(f"{folder} already exists")
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
-        if kind == "clips":
-            jobs = [(tmp, seed, i, resolution, *clip_seconds) for i in range(count)]
-            _run(_write_clip, jobs, workers, "synthetic clips")
-        else:
-            jobs = [(tmp, seed, kind, i, resolution) for i in range(count)]
-            results = _run(_write_still, jobs, workers, f"synthetic {kind}")
-            np.save(tmp / "landmarks.npy", np.stack([landmarks for landmarks, _ in results]))
-            if kind == "attributes":
-                rows = {f"{i:06d}.png": labels for i, (_, labels) in enumerate(results)}
-                write_attribute_file(tmp / ATTRIBUTE_FILE_NAME, CELEBA_ATTRIBUTES, rows)
-        settings = {"kind": kind, "count": count, "resolution": resolution, "seed": seed,
-                    "rendered_attributes": list(RENDERED_ATTRIBUTES)}  # fmt: skip
-        if kind == "clips":
-            settings["clip_seconds"] = list(clip_seconds)
-        (tmp / COMPLETE_MARKER).write_text(json.dumps(settings, indent=1))
-        try:
-            os.replace(tmp, folder)
-        except OSError as err:  # the folder appeared meanwhile (a non-empty target cannot be replaced)
-            raise FileExistsError(f"{folder} already exists") from err
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return folder
+    if kind == "clips":
+        jobs = [(folder, seed, i, resolution, *clip_seconds) for i in range(count)]
+        _run(_write_clip, jobs, workers, "synthetic clips")
+    else:
+        jobs = [(folder, seed, kind, i, resolution) for i in range(count)]
+        results = _run(_write_still, jobs, workers, f"synthetic {kind}")
+        np.save(folder / "landmarks.npy", np.stack([landmarks for landmarks, _ in results]))
+        if kind == "attributes":
+            rows = {f"{i:06d}.png": labels for i, (_, labels) in enumerate(results)}
+            write_attribute_file(folder / ATTRIBUTE_FILE_NAME, CELEBA_ATTRIBUTES, rows)
+    settings = {"kind": kind, "count": count, "resolution": resolution, "seed": seed,
+                "rendered_attributes": list(RENDERED_ATTRIBUTES)}  # fmt: skip
+    if kind == "clips":
+        settings["clip_seconds"] = list(clip_seconds)
+    (folder / COMPLETE_MARKER).write_text(json.dumps(settings, indent=1))
 
 
 def ensure_synthetic_set(
@@ -317,25 +313,18 @@ def ensure_synthetic_set(
     workers: int = 1,
     clip_seconds: tuple[float, float] = (2.0, 4.0),
 ) -> Path:
-    """The folder of a synthetic set under `root`, generated on first use (idempotent, safe to race).
+    """The folder of a synthetic set under `root`, generated on first use (idempotent, safe to race:
+    `ensure_directory`).
 
     The folder name records the settings (`<root>/<kind>-<resolution>px-n<count>-seed<seed>`), so asking
     for other settings generates a new set beside the old one instead of reusing a wrong one."""
     name = f"{kind}-{resolution}px-n{count}-seed{seed}"
     if kind == "clips":
         name += f"-{clip_seconds[0]:g}to{clip_seconds[1]:g}s"
-    folder = Path(root).expanduser() / name
-    if (folder / COMPLETE_MARKER).is_file():
-        return folder
-    if folder.exists():
-        shutil.rmtree(folder)  # not ours: a set without its marker is never complete
-    try:
-        write_synthetic_set(folder, kind, count, resolution, seed, workers, tuple(clip_seconds))
-    except FileExistsError:
-        # Another process (another rank) finished the same set first.
-        if not (folder / COMPLETE_MARKER).is_file():
-            raise
-    return folder
+    return ensure_directory(
+        Path(root).expanduser() / name,
+        lambda tmp: _fill_set(tmp, kind, count, resolution, seed, workers, tuple(clip_seconds)),
+    )
 
 
 def held_out_portrait(

@@ -15,8 +15,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from faceedittalker.utils.files import TMP_PREFIX, move_directory, write_json_atomic
+
 PREFIX = "checkpoint-"
-TMP_PREFIX = ".tmp-"
 STATE_FILE = "trainer_state.json"
 
 
@@ -52,10 +53,7 @@ def temporary_path(directory: Path, step: int) -> Path:
 def finalize(tmp: Path, state: dict, keep: int | None) -> Path:
     """Write the trainer state into `tmp`, rename it into place, then drop old checkpoints beyond `keep`."""
     write_json_atomic(tmp / STATE_FILE, state)
-    final = tmp.parent / checkpoint_name(int(state["step"]))
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    final = move_directory(tmp, tmp.parent / checkpoint_name(int(state["step"])))
     _fsync_dir(final.parent)
     if keep:
         for old in list_checkpoints(final.parent)[:-keep]:
@@ -65,12 +63,6 @@ def finalize(tmp: Path, state: dict, keep: int | None) -> Path:
 
 def read_state(checkpoint: Path) -> dict:
     return json.loads((checkpoint / STATE_FILE).read_text())
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
 
 
 def save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:

@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from faceedittalker.errors import InputError
 from faceedittalker.stages.base import Stage
 from faceedittalker.training import checkpoint as ckpt
+from faceedittalker.utils.files import atomic_directory
 
 log = logging.getLogger(__name__)
 
@@ -172,14 +173,10 @@ class Trainer:
         export_dir = self.run_dir / "export"
 
         def write(unwrapped):
-            tmp = self.run_dir / ".tmp-export"
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-            for name, model in unwrapped.items():
-                model.save_pretrained(tmp / name)
-            self.stage.export(tmp, {**unwrapped, **self.frozen})
-            shutil.rmtree(export_dir, ignore_errors=True)
-            tmp.rename(export_dir)
+            with atomic_directory(export_dir) as tmp:
+                for name, model in unwrapped.items():
+                    model.save_pretrained(tmp / name)
+                self.stage.export(tmp, {**unwrapped, **self.frozen})
 
         self._with_ema(write)
         return export_dir

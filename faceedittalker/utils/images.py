@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
+
+from faceedittalker.utils.files import atomic_write
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -34,7 +35,6 @@ def save_grid(columns: list[torch.Tensor], path: str | Path, zoom: int = 1) -> P
     if zoom > 1:
         picture = picture.resize((picture.width * zoom, picture.height * zoom), Image.Resampling.NEAREST)
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
-    picture.save(tmp)
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        picture.save(tmp)
     return path
