@@ -5,10 +5,10 @@ from __future__ import annotations
 import av
 import numpy as np
 import pytest
+from media_fixtures import astronaut
 from scipy.ndimage import gaussian_filter
 
 from faceedittalker.metrics.cpbd import cpbd, to_grey, video_cpbd
-from tests.media_fixtures import astronaut
 
 reference = pytest.importorskip("cpbd")
 
