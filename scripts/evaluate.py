@@ -26,17 +26,18 @@ from faceedittalker.errors import InputError, exit_on_input_error
 from faceedittalker.metrics.suite import (
     TABLE_V_METRICS,
     Evaluators,
+    Pair,
     evaluate_pair,
     find_videos,
     mean_row,
     pair_videos,
+    selected_metrics,
     write_table,
 )
 
 
-def evaluate_set(suite: Evaluators, generated: str, reference: str, cfg: DictConfig, desc: str) -> tuple[dict, dict]:
+def evaluate_set(suite: Evaluators, pairs: list[Pair], cfg: DictConfig, desc: str) -> tuple[dict, dict]:
     """Per-video rows and their mean (with the set's FID) for one generated set against the reference."""
-    pairs = pair_videos(find_videos(generated, "generated"), find_videos(reference, "reference"))
     rows, generated_frames, reference_frames = {}, [], []
     for name, gen_source, ref_source in tqdm(pairs, desc=desc, unit="video"):
         row, gen, ref = evaluate_pair(suite, gen_source.read(), ref_source.read(), cfg.crop, cfg.crop_size,
@@ -63,6 +64,15 @@ def main(cfg: DictConfig) -> None:
         raise InputError("give generated=DIR_OR_MP4 (the videos to score)")
     if cfg.table == "V" and not cfg.runs:
         raise InputError("table=V needs runs='{II: DIR, III: DIR, IV: DIR}' (one generated folder per recipe)")
+    selected_metrics(list(cfg.metrics))
+    # Every input is found and paired before any model is loaded, so bad input fails at once.
+    reference = find_videos(cfg.reference, "reference")
+    if cfg.table == "II":
+        sets = {"videos": pair_videos(find_videos(cfg.generated, "generated"), reference)}
+    else:
+        sets = {"I (original)": pair_videos(reference, reference)}
+        sets.update({str(name): pair_videos(find_videos(folder, f"run {name}"), reference)
+                     for name, folder in cfg.runs.items()})  # fmt: skip
     suite = Evaluators.build(metrics, cfg.weights_dir, cfg.identity_embedder, cfg.arcface, cfg.device)
     for line in [*dict.fromkeys(suite.skipped.values()), *suite.notes]:  # once each (the sync columns share one)
         print(line, file=sys.stderr)
@@ -71,12 +81,10 @@ def main(cfg: DictConfig) -> None:
     extra = {"skipped": suite.skipped, "identity_embedder": suite.identity_name,
              "crop": cfg.crop, "crop_size": cfg.crop_size}  # fmt: skip
     if cfg.table == "II":
-        rows, mean = evaluate_set(suite, cfg.generated, cfg.reference, cfg, "videos")
+        rows, mean = evaluate_set(suite, sets["videos"], cfg, "videos")
         paths = write_table({**rows, "mean": mean}, suite.active, cfg.output, extra)
     else:
-        table = {"I (original)": evaluate_set(suite, cfg.reference, cfg.reference, cfg, "I")[1]}
-        for name, folder in cfg.runs.items():
-            table[str(name)] = evaluate_set(suite, folder, cfg.reference, cfg, str(name))[1]
+        table = {name: evaluate_set(suite, pairs, cfg, name)[1] for name, pairs in sets.items()}
         paths = write_table(table, suite.active, cfg.output, extra, first_column="method")
     print(Path(paths["md"]).read_text(), end="")
     print(json.dumps({key: str(path) for key, path in paths.items()}))

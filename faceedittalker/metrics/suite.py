@@ -157,6 +157,14 @@ def align_pair(generated: Video, reference: Video) -> tuple[np.ndarray, np.ndarr
     return gen, ref
 
 
+def selected_metrics(names: list[str]) -> list[str]:
+    """The requested metrics in the paper's order, whatever the request's; an unknown name is an `InputError`."""
+    unknown = [m for m in names if m not in METRICS]
+    if unknown:
+        raise InputError(f"unknown metric(s) {unknown}; choose from {list(METRICS)}")
+    return [m for m in METRICS if m in names]
+
+
 @dataclass
 class Evaluators:
     """What the selected metrics need, built once: skipped metrics carry the reason (printed once each)."""
@@ -172,10 +180,7 @@ class Evaluators:
     @classmethod
     def build(cls, metrics: list[str], weights_dir: str | os.PathLike, identity_embedder: str = "auto",
               arcface_path: str | os.PathLike | None = None, device: str = "cpu") -> Evaluators:
-        unknown = [m for m in metrics if m not in METRICS]
-        if unknown:
-            raise InputError(f"unknown metric(s) {unknown}; choose from {list(METRICS)}")
-        ordered = [m for m in METRICS if m in metrics]  # the paper's order, whatever the request's
+        ordered = selected_metrics(metrics)
         suite = cls(ordered)
         if "fid" in ordered:
             from faceedittalker.metrics.fid import build_inception_fid
