@@ -41,7 +41,7 @@ def evaluate_set(suite: Evaluators, pairs: list[Pair], cfg: DictConfig, desc: st
     rows, generated_frames, reference_frames = {}, [], []
     for name, gen_source, ref_source in tqdm(pairs, desc=desc, unit="video"):
         row, gen, ref = evaluate_pair(suite, gen_source.read(), ref_source.read(), cfg.crop, cfg.crop_size,
-                                      cfg.crop_scale)  # fmt: skip
+                                      cfg.crop_scale, cfg.lmd_landmarks)  # fmt: skip
         rows[name] = row
         if suite.fid is not None:
             generated_frames.append(gen)
@@ -79,7 +79,7 @@ def main(cfg: DictConfig) -> None:
     if not suite.active:
         raise InputError("every requested metric was skipped (see above)")
     extra = {"skipped": suite.skipped, "identity_embedder": suite.identity_name,
-             "crop": cfg.crop, "crop_size": cfg.crop_size}  # fmt: skip
+             "crop": cfg.crop, "crop_size": cfg.crop_size, "lmd_landmarks": cfg.lmd_landmarks}  # fmt: skip
     if cfg.table == "II":
         rows, mean = evaluate_set(suite, sets["videos"], cfg, "videos")
         paths = write_table({**rows, "mean": mean}, suite.active, cfg.output, extra)

@@ -70,3 +70,19 @@ def test_lmd_detects_real_differences():
     video = _pan(2)
     points, blurred_points = detect_video_landmarks(video), detect_video_landmarks(_blur(video))
     assert 0 < mouth_lmd(blurred_points, points) < 5
+
+
+def test_dlib68_lmd_on_the_paper_footing():
+    """dlib's 68 points (the paper's LMD convention): found on the astronaut, zero for identical, mouth 48-67."""
+    from faceedittalker.metrics.lmd import DLIB_FACE_POINTS, DLIB_MOUTH_POINTS, detect_dlib68
+
+    video = _pan(2)
+    points = detect_dlib68(video)
+    assert points.shape == (2, 68, 2) and not np.isnan(points).any()
+    assert landmark_distance(points, points, DLIB_MOUTH_POINTS) == (0.0, 2)
+    # The mouth points sit below the nose tip (point 30) and inside the jaw line's span.
+    assert (points[:, DLIB_MOUTH_POINTS, 1] > points[:, [30], 1]).all()
+    assert len(DLIB_FACE_POINTS) == 68
+    mediapipe_points = detect_video_landmarks(video)
+    mouth_centre = mediapipe_points[:, LIP_POINTS].mean(axis=1)
+    assert np.abs(points[:, DLIB_MOUTH_POINTS].mean(axis=1) - mouth_centre).max() < 8  # pixels of a 256 px crop

@@ -12,6 +12,10 @@ dlib's 68 contour points). Units are pixels of the frames compared (x and y only
 cheeks and forehead, which move little, so our F-LMD is not numerically comparable with dlib-based values (expect it
 lower for the same video); M-LMD is closer in meaning (both sample the lip contours) but not identical.
 Frames where either video has no detected face are left out (their count is returned).
+
+For numbers on the paper's footing, `detect_dlib68` gives dlib's 68 points (HOG face detector + the
+`shape_predictor_68_face_landmarks` model from `face-recognition-models`), with `DLIB_MOUTH_POINTS` (48-67) and
+`DLIB_FACE_POINTS` (0-67); `scripts/evaluate.py lmd_landmarks=dlib68` uses them.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from faceedittalker.landmarks.topology import LIP_POINTS, NUM_LANDMARKS
 
 MOUTH_POINTS = LIP_POINTS
 FACE_POINTS = list(range(NUM_LANDMARKS))
+DLIB_MOUTH_POINTS = list(range(48, 68))
+DLIB_FACE_POINTS = list(range(68))
 
 
 def detect_video_landmarks(frames: np.ndarray, landmarker: FaceLandmarker | None = None) -> np.ndarray:
@@ -40,6 +46,23 @@ def detect_video_landmarks(frames: np.ndarray, landmarker: FaceLandmarker | None
     finally:
         if own:
             landmarker.close()
+
+
+def detect_dlib68(frames: np.ndarray) -> np.ndarray:
+    """(F, 68, 2) dlib landmark pixels of the largest HOG-detected face per frame; NaN rows where none is found."""
+    import dlib
+    import face_recognition_models
+
+    detector = dlib.get_frontal_face_detector()
+    predictor = dlib.shape_predictor(face_recognition_models.pose_predictor_model_location())
+    points = np.full((len(frames), 68, 2), np.nan)
+    for index, frame in enumerate(frames):
+        frame = np.ascontiguousarray(frame)
+        faces = detector(frame, 0) or detector(frame, 1)  # upsample only for small faces
+        if faces:
+            shape = predictor(frame, max(faces, key=lambda box: box.area()))
+            points[index] = [(p.x, p.y) for p in shape.parts()]
+    return points
 
 
 def landmark_distance(generated: np.ndarray, reference: np.ndarray, points: list[int]) -> tuple[float, int]:

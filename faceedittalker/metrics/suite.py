@@ -222,13 +222,18 @@ class Evaluators:
 
 
 def evaluate_pair(suite: Evaluators, generated: Video, reference: Video, crop: str = "face", crop_size: int = 224,
-                  crop_scale: float = 1.4) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
-    """The per-video metrics of one pair, and the evaluated frames of both sides (for FID)."""
+                  crop_scale: float = 1.4, lmd_landmarks: str = "mediapipe") -> tuple[dict[str, float], np.ndarray,
+                                                                                     np.ndarray]:
+    """The per-video metrics of one pair, and the evaluated frames of both sides (for FID). `lmd_landmarks`:
+    "mediapipe" (this project's 478 points) or "dlib68" (the paper's 68 points) for M-LMD / F-LMD."""
     from faceedittalker.landmarks.detector import FaceLandmarker
-    from faceedittalker.metrics.lmd import detect_video_landmarks, face_lmd, mouth_lmd
+    from faceedittalker.metrics import lmd
 
     if crop not in ("face", "full"):
         raise InputError(f"crop must be 'face' or 'full', got {crop!r}")
+    if lmd_landmarks not in ("mediapipe", "dlib68"):
+        raise InputError(f"lmd_landmarks must be 'mediapipe' or 'dlib68', got {lmd_landmarks!r}")
+    detect_video_landmarks = lmd.detect_video_landmarks  # shared by the face box, the sync crop and LMD
     active = suite.active
     gen_full, ref_full = align_pair(generated, reference)
     row: dict[str, float] = {"frames": len(gen_full)}
@@ -251,11 +256,17 @@ def evaluate_pair(suite: Evaluators, generated: Video, reference: Video, crop: s
             row.update(_sync_row(suite, gen_full, generated.audio if generated.audio is not None else reference.audio,
                                  landmarker))
         if "m_lmd" in active or "f_lmd" in active:
-            gen_points, ref_points = detect_video_landmarks(gen, landmarker), detect_video_landmarks(ref, landmarker)
+            if lmd_landmarks == "dlib68":
+                gen_points, ref_points = lmd.detect_dlib68(gen), lmd.detect_dlib68(ref)
+                mouth, face = lmd.DLIB_MOUTH_POINTS, lmd.DLIB_FACE_POINTS
+            else:
+                gen_points = detect_video_landmarks(gen, landmarker)
+                ref_points = detect_video_landmarks(ref, landmarker)
+                mouth, face = lmd.MOUTH_POINTS, lmd.FACE_POINTS
             if "m_lmd" in active:
-                row["m_lmd"] = mouth_lmd(gen_points, ref_points)
+                row["m_lmd"] = lmd.landmark_distance(gen_points, ref_points, mouth)[0]
             if "f_lmd" in active:
-                row["f_lmd"] = face_lmd(gen_points, ref_points)
+                row["f_lmd"] = lmd.landmark_distance(gen_points, ref_points, face)[0]
     if suite.identity is not None:
         from faceedittalker.metrics.identity import temporal_identity
 
