@@ -72,12 +72,22 @@ def marziliano_widths(edges: np.ndarray, grey: np.ndarray) -> np.ndarray:
     """Edge width (in pixels) at every edge whose gradient is horizontal (angle 0 or 180 degrees), 0 elsewhere."""
     height, width = grey.shape
     gradient_y, gradient_x = np.gradient(grey)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        angles = np.where(gradient_x != 0, np.arctan2(gradient_y, gradient_x) * (180 / np.pi), 0.0)
     widths = np.zeros_like(grey)
-    if not angles.any():  # the reference measures nothing when no gradient has an x component
+    # The reference's angles: atan2 where gradient_x != 0, 90 where gradient_x = 0 and gradient_y is exactly pi / 2
+    # (a quirk kept for exactness), else 0. It measures nothing when every angle is 0; atan2(gy, gx) = 0 exactly
+    # when gy = 0 and gx > 0, so that is tested without computing the angles.
+    quirk = (gradient_x == 0) & (gradient_y == np.pi / 2)
+    if not (((gradient_x != 0) & ~((gradient_y == 0) & (gradient_x > 0))) | quirk).any():
         return widths
-    quantised = 45 * np.round(angles / 45)
+    interior = np.zeros((height, width), dtype=bool)
+    interior[1:-1, 1:-1] = True
+    rows, columns = np.nonzero(edges & interior)
+    gx, gy = gradient_x[rows, columns], gradient_y[rows, columns]
+    angles = np.zeros_like(gx)
+    nonzero = gx != 0
+    angles[nonzero] = np.arctan2(gy[nonzero], gx[nonzero]) * (180 / np.pi)
+    angles[quirk[rows, columns]] = 90
+    quantised = 45 * np.round(angles / 45)  # the angle at each measured edge pixel, to the nearest 45 degrees
 
     # falling[:, j]: grey[j-1] > grey[j]; rising[:, j]: grey[j-1] < grey[j] (both False at j = 0).
     falling = np.zeros((height, width), dtype=bool)
@@ -102,11 +112,9 @@ def marziliano_widths(edges: np.ndarray, grey: np.ndarray) -> np.ndarray:
     # 180 degrees (dark to the right): the intensity rises going left and falls going right; 0 degrees mirrors it.
     width_180 = steps(brighter_left, -1) + steps(darker_right, 1)
     width_0 = steps(darker_left, -1) + steps(brighter_right, 1)
-    interior = np.zeros((height, width), dtype=bool)
-    interior[1:-1, 1:-1] = True
-    measured = edges & interior
-    widths = np.where(measured & (np.abs(quantised) == 180), width_180, widths)
-    widths = np.where(measured & (quantised == 0), width_0, widths)
+    horizontal_180, horizontal_0 = np.abs(quantised) == 180, quantised == 0
+    widths[rows[horizontal_180], columns[horizontal_180]] = width_180[rows[horizontal_180], columns[horizontal_180]]
+    widths[rows[horizontal_0], columns[horizontal_0]] = width_0[rows[horizontal_0], columns[horizontal_0]]
     return widths.astype(np.float64)
 
 
