@@ -16,7 +16,6 @@ from pathlib import Path
 import hydra
 import numpy as np
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 from PIL import Image, ImageDraw
 from tqdm import tqdm
@@ -27,6 +26,7 @@ from faceedittalker.errors import InputError, exit_on_input_error
 from faceedittalker.landmarks.render import render_landmarks
 from faceedittalker.landmarks.topology import mouth_opening
 from faceedittalker.metrics.landmarks import landmark_metrics
+from faceedittalker.models.audio_encoder import build_audio_encoder
 from faceedittalker.models.landmark_predictor import (
     LandmarkPredictor,
     face_frame,
@@ -41,7 +41,7 @@ log = logging.getLogger("evaluate_landmarks")
 def load_predictor(model: Path, device: str) -> tuple[LandmarkPredictor, object]:
     if not (model / "landmark_predictor" / "config.json").is_file() or not (model / AUDIO_ENCODER_FILE).is_file():
         raise InputError(f"not a stage-3 landmark export (landmark_predictor/, {AUDIO_ENCODER_FILE}): {model}")
-    encoder = instantiate(json.loads((model / AUDIO_ENCODER_FILE).read_text()))
+    encoder = build_audio_encoder(json.loads((model / AUDIO_ENCODER_FILE).read_text()))
     return LandmarkPredictor.from_pretrained(model / "landmark_predictor").to(device).eval(), encoder
 
 

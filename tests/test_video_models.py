@@ -131,10 +131,36 @@ def talking_head(temporal: bool = True) -> TalkingHeadModel:
 def test_windowed_denoising_averages_overlapping_windows():
     model = talking_head(temporal=False)  # frames independent: every window predicts the same eps per frame
     z_t, z_sem = torch.randn(1, 11, 3, 16, 16), torch.randn(1, 8)
-    features = model.landmark_features(torch.rand(1, 11, 3, 32, 32), torch.rand(1, 3, 32, 32))
-    windowed = model.denoiser(z_sem, features)(z_t, torch.tensor(300))
+    images, reference = torch.rand(1, 11, 3, 32, 32), torch.rand(1, 3, 32, 32)
+    windowed = model.denoiser(z_sem, images, reference)(z_t, torch.tensor(300))  # F computed per window
+    features = model.landmark_features(images, reference)  # F of all frames at once
     whole = model.unet(z_t, 300, z_sem, features.cond, features.residuals)
     torch.testing.assert_close(windowed, whole, atol=1e-5, rtol=1e-4)
+    # Landmark images given lazily (a function of the frame slice) are the same condition.
+    lazy = model.denoiser(z_sem, lambda index: images[index], reference)(z_t, torch.tensor(300))
+    torch.testing.assert_close(lazy, windowed)
+
+
+def test_windowed_generation_with_features_per_window_equals_all_at_once():
+    model = talking_head(temporal=False)
+    images, reference = torch.rand(1, 7, 3, 32, 32), torch.rand(1, 3, 32, 32)
+    z_T, z_sem = torch.randn(1, 1, 3, 16, 16), torch.randn(1, 8)
+    windowed = model.generate(z_T, z_sem, images, reference, steps=4)  # windows of 4 frames, overlap 2
+    features = model.landmark_features(images, reference)
+    whole = model.ddim.sample(lambda z, t: model.unet(z, t, z_sem, features.cond, features.residuals),
+                              z_T.expand(1, 7, 3, 16, 16).contiguous(), 4)  # fmt: skip
+    torch.testing.assert_close(windowed, model.autoencoder.decode(whole), atol=1e-5, rtol=1e-4)
+
+
+def test_video_denoiser_takes_one_z_sem_per_frame():
+    model = talking_head(temporal=True)
+    z_t, images, reference = torch.randn(1, 4, 3, 16, 16), torch.rand(1, 4, 3, 32, 32), torch.rand(1, 3, 32, 32)
+    z_a, z_b = torch.randn(1, 8), torch.randn(1, 8)
+    shared = model.denoiser(z_a, images, reference)(z_t, torch.tensor(200))
+    same = model.denoiser(z_a[:, None].expand(1, 4, 8), images, reference)(z_t, torch.tensor(200))
+    torch.testing.assert_close(same, shared)
+    mixed = model.denoiser(torch.stack([z_a, z_a, z_b, z_b], dim=1), images, reference)(z_t, torch.tensor(200))
+    assert (mixed - shared).abs().max() > 1e-4  # the later frames' code reaches the output
 
 
 def test_generation_starts_every_frame_from_the_reference_code():
@@ -144,14 +170,14 @@ def test_generation_starts_every_frame_from_the_reference_code():
     assert z_sem.shape == (1, 8) and z_T.shape == (1, 1, 3, 16, 16)  # one Z_T for the whole video
     # Z_T is the DDIM inversion of a still video of the reference (one window) driven by its own landmarks ...
     still = own_landmarks[:, None].expand(1, model.num_frames, 3, 32, 32)
-    window = model.denoiser(z_sem, model.landmark_features(still, own_landmarks))
+    window = model.denoiser(z_sem, still, own_landmarks)
     copies = reference[:, None].expand(1, model.num_frames, 3, 16, 16)
     inverted = model.ddim.invert(window, copies, model.invert_steps)
     torch.testing.assert_close(inverted, inverted[:, :1].expand_as(inverted))  # frames independent here
     torch.testing.assert_close(z_T, inverted[:, :1])
     # ... and six frames (two windows) driven by those landmarks each decode exactly as one frame does.
     frames = model.generate(z_T, z_sem, own_landmarks[:, None].expand(1, 6, 3, 32, 32), own_landmarks)
-    one_frame = model.denoiser(z_sem, model.landmark_features(own_landmarks[:, None], own_landmarks))
+    one_frame = model.denoiser(z_sem, own_landmarks[:, None], own_landmarks)
     single = model.autoencoder.decode(model.ddim.sample(one_frame, z_T, model.sample_steps)[:, 0])
     assert frames.shape == (1, 6, 3, 16, 16)
     torch.testing.assert_close(frames, single[:, None].expand_as(frames), atol=1e-4, rtol=1e-4)
@@ -162,13 +188,11 @@ def test_generation_starts_every_frame_from_the_reference_code():
 
 def test_talking_head_model_round_trips_through_its_export(tmp_path):
     model = talking_head()
-    for name in ("unet", "landmark_encoder", "semantic_encoder"):
-        getattr(model, name).save_pretrained(tmp_path / name)
-    model.save_config(tmp_path)
+    model.save_pretrained(tmp_path)
     loaded = TalkingHeadModel.from_pretrained(tmp_path)
     assert (loaded.num_frames, loaded.window_overlap, loaded.landmark_image_size) == (4, 2, 32)
     z_t, z_sem, images = torch.randn(1, 4, 3, 16, 16), torch.randn(1, 8), torch.rand(1, 4, 3, 32, 32)
     reference = torch.rand(1, 3, 32, 32)
-    expected = model.denoiser(z_sem, model.landmark_features(images, reference))(z_t, torch.tensor(5))
-    actual = loaded.denoiser(z_sem, loaded.landmark_features(images, reference))(z_t, torch.tensor(5))
+    expected = model.denoiser(z_sem, images, reference)(z_t, torch.tensor(5))
+    actual = loaded.denoiser(z_sem, images, reference)(z_t, torch.tensor(5))
     torch.testing.assert_close(actual, expected)

@@ -90,7 +90,12 @@ def read_frames_at(folder: str | os.PathLike, indices: Sequence[int]) -> np.ndar
 
 def _decoded(folder: Path) -> Iterator[tuple[int, av.VideoFrame]]:
     """(index, frame) of `frames.mp4`, decoded lazily; callers may stop early."""
-    with av.open(str(folder / "frames.mp4")) as container:
+    return decode_frames(folder / "frames.mp4")
+
+
+def decode_frames(path: str | os.PathLike) -> Iterator[tuple[int, av.VideoFrame]]:
+    """(index, frame) of a video file's first video stream, decoded lazily; callers may stop early."""
+    with av.open(str(path)) as container:
         # Single-threaded on purpose: leaving a frame-threaded decoder early (callers stop at the last frame they
         # need) can deadlock in avcodec_free_context (seen with PyAV 18 after ~2000 reads during training).
         yield from enumerate(container.decode(container.streams.video[0]))

@@ -146,7 +146,14 @@ def probe(path: Path) -> dict:
     return facts
 
 
-def _face_box(points: np.ndarray, width: int, height: int) -> np.ndarray:
+def detection_copy(frame: np.ndarray, max_side: int) -> np.ndarray:
+    """The frame downscaled (area-averaged) to at most `max_side` pixels on its longer side, for the landmarker
+    (its landmarks are image-normalised, so they hold for the full-size frame too)."""
+    shrink = min(1.0, max_side / max(frame.shape[:2]))
+    return frame if shrink == 1.0 else cv2.resize(frame, None, fx=shrink, fy=shrink, interpolation=cv2.INTER_AREA)
+
+
+def face_box(points: np.ndarray, width: int, height: int) -> np.ndarray:
     """Landmark bounding box (x0, y0, x1, y1) in source pixels."""
     xy = points[:, :2] * (width, height)
     return np.concatenate([xy.min(axis=0), xy.max(axis=0)])
@@ -205,11 +212,16 @@ def _judge_and_box(plan: ClipPlan, found, boxes, sizes, settings: PreprocessSett
         plan.reason = f"face too small: {plan.face_size:.0f} px (min {settings.min_face_size:.0f} px)"
     if plan.reason is not None:
         return
-    clip_boxes = _fill_missing(boxes[frames], seen)
-    side = np.maximum(clip_boxes[:, 2] - clip_boxes[:, 0], clip_boxes[:, 3] - clip_boxes[:, 1])
-    height = clip_boxes[:, 3] - clip_boxes[:, 1]
-    centre_x = (clip_boxes[:, 0] + clip_boxes[:, 2]) / 2
-    centre_y = (clip_boxes[:, 1] + clip_boxes[:, 3]) / 2 - settings.crop_shift * height
+    plan.boxes = crop_boxes(_fill_missing(boxes[frames], seen), settings)
+
+
+def crop_boxes(face_boxes: np.ndarray, settings: PreprocessSettings) -> np.ndarray:
+    """Face boxes (T, 4) of consecutive frames -> square crop boxes (T, 3) x0, y0, side, smoothed over time
+    (a single frame, e.g. a portrait, is left as is)."""
+    side = np.maximum(face_boxes[:, 2] - face_boxes[:, 0], face_boxes[:, 3] - face_boxes[:, 1])
+    height = face_boxes[:, 3] - face_boxes[:, 1]
+    centre_x = (face_boxes[:, 0] + face_boxes[:, 2]) / 2
+    centre_y = (face_boxes[:, 1] + face_boxes[:, 3]) / 2 - settings.crop_shift * height
     sigma = settings.smooth_seconds * settings.fps
     if sigma > 0:
         # A steady camera on a moving head: follow the face smoothly, zoom even more smoothly.
@@ -217,7 +229,7 @@ def _judge_and_box(plan: ClipPlan, found, boxes, sizes, settings: PreprocessSett
         centre_y = gaussian_filter1d(centre_y, sigma, mode="nearest")
         side = gaussian_filter1d(side, 3 * sigma, mode="nearest")
     crop_side = side * settings.crop_scale
-    plan.boxes = np.stack([centre_x - crop_side / 2, centre_y - crop_side / 2, crop_side], axis=1)
+    return np.stack([centre_x - crop_side / 2, centre_y - crop_side / 2, crop_side], axis=1)
 
 
 def crop_frame(frame: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:
@@ -357,16 +369,11 @@ class Preprocessor:
             for index, frame in enumerate(tqdm(frames, desc="track", unit="frame", leave=False, disable=not progress)):
                 height, width = frame.shape[:2]
                 size = (width, height)
-                shrink = min(1.0, s.detect_max_side / max(width, height))
-                small = (
-                    frame
-                    if shrink == 1.0
-                    else cv2.resize(frame, None, fx=shrink, fy=shrink, interpolation=cv2.INTER_AREA)
-                )
+                small = detection_copy(frame, s.detect_max_side)
                 face = landmarker.detect_video_frame(small, timestamp_ms=round(index * 1000 / s.fps))
                 found.append(face is not None)
                 points.append(face.points if face is not None else empty)
-                boxes.append(_face_box(face.points, width, height) if face is not None else np.zeros(4))
+                boxes.append(face_box(face.points, width, height) if face is not None else np.zeros(4))
         if not found:
             return np.zeros(0, bool), np.zeros((0, 4)), np.zeros((0, 478, 3), np.float32), size
         return np.array(found), np.array(boxes), np.array(points, dtype=np.float32), size

@@ -124,10 +124,16 @@ class AudioFeatureEncoder(CachedAudioEncoder):
         self.layer = layer
         self.fps = fps
         self.max_chunk_samples = int(max_chunk_seconds * SAMPLE_RATE)
+        self.source = str(local.resolve()) if looks_local else source  # absolute: exports load from anywhere
         self.name = name or (local.name if looks_local else source)
         if layer is not None:
             self.name += f"@layer{layer}"
         self.dim = self.model.config.hidden_size
+
+    def describe(self) -> dict:
+        """The settings a model folder stores (`build_audio_encoder` rebuilds the encoder from them)."""
+        return {"kind": "wav2vec2", "model_name_or_path": self.source, "layer": self.layer, "fps": self.fps,
+                "name": self.name.removesuffix(f"@layer{self.layer}") if self.layer is not None else self.name}
 
     @torch.inference_mode()
     def _hidden_states(self, waveform: torch.Tensor) -> torch.Tensor:
@@ -212,6 +218,10 @@ class MelFeatureEncoder(CachedAudioEncoder):
             sample_rate=SAMPLE_RATE,
         ).double()  # (n_freqs, n_mels)
 
+    def describe(self) -> dict:
+        """The settings a model folder stores (`build_audio_encoder` rebuilds the encoder from them)."""
+        return {"kind": "mel", "n_mels": self.n_mels, "fps": self.fps, "name": self.name}
+
     @torch.inference_mode()
     def __call__(self, waveform: np.ndarray | torch.Tensor, sample_rate: int = SAMPLE_RATE) -> torch.Tensor:
         """Features (ceil(duration x fps), n_mels) float32 on the CPU for a mono waveform."""
@@ -237,3 +247,41 @@ def audio_encoder_from_name(
     if match and not Path(str(name)).expanduser().exists():  # a local wav2vec2 folder of that name wins
         return MelFeatureEncoder(n_mels=int(match.group(1)), fps=fps, device=device)
     return AudioFeatureEncoder(name, device=device, layer=layer, fps=fps)
+
+
+# The audio encoders a model folder may name, by kind: loading builds one of these, never a callable named in a file.
+AUDIO_ENCODERS: dict[str, type[CachedAudioEncoder]] = {"mel": MelFeatureEncoder, "wav2vec2": AudioFeatureEncoder}
+# Exports written before kinds were stored named the class by its import path; only these two are understood.
+_LEGACY_TARGETS = {
+    "faceedittalker.models.audio_encoder.MelFeatureEncoder": "mel",
+    "faceedittalker.data.audio.MelFeatureEncoder": "mel",
+    "faceedittalker.models.audio_encoder.AudioFeatureEncoder": "wav2vec2",
+    "faceedittalker.data.audio.AudioFeatureEncoder": "wav2vec2",
+}
+
+
+def build_audio_encoder(
+    settings: dict, device: str | torch.device = "cpu", model_name_or_path: str | None = None
+) -> CachedAudioEncoder:
+    """The encoder a model folder describes: `{"kind": "mel" | "wav2vec2", ...settings}` (`describe()`).
+
+    `model_name_or_path` overrides where the wav2vec2 weights live (a local folder or a hub id). A kind outside
+    `AUDIO_ENCODERS`, or a settings key the encoder does not take, is an `InputError`.
+    """
+    settings = dict(settings)
+    if "_target_" in settings:
+        target = settings.pop("_target_")
+        if target not in _LEGACY_TARGETS:
+            raise InputError(f"the audio encoder settings name {target!r}; only the kinds "
+                             f"{', '.join(AUDIO_ENCODERS)} are loaded")  # fmt: skip
+        settings["kind"] = _LEGACY_TARGETS[target]
+    kind = settings.pop("kind", None)
+    if kind not in AUDIO_ENCODERS:
+        raise InputError(f"unknown audio encoder kind {kind!r}; choose from: {', '.join(AUDIO_ENCODERS)}")
+    settings.pop("device", None)
+    if model_name_or_path and kind == "wav2vec2":
+        settings["model_name_or_path"] = model_name_or_path
+    try:
+        return AUDIO_ENCODERS[kind](**settings, device=device)
+    except TypeError as err:
+        raise InputError(f"bad settings for the {kind} audio encoder: {err}") from err

@@ -10,7 +10,6 @@ needed.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -18,16 +17,20 @@ from torch import nn
 
 from faceedittalker.diffusion import DDIM
 from faceedittalker.diffusion.ddim import Denoiser
-from faceedittalker.errors import InputError
 from faceedittalker.models.autoencoder import build_autoencoder
+from faceedittalker.models.pretrained import PretrainedFolder
 from faceedittalker.models.semantic_encoder import SemanticEncoder
 from faceedittalker.models.unet import ConditionalUNet
 
 CONFIG_FILE = "feature_space.json"
 
 
-class ImageFeatureSpace(nn.Module):
+class ImageFeatureSpace(PretrainedFolder, nn.Module):
     """E_img + E_sem + eps_theta + DDIM: encode a face into (z_sem, Z_T) and decode it back."""
+
+    config_file = CONFIG_FILE
+    description = "stage-1 model"
+    parts = {"semantic_encoder": SemanticEncoder, "unet": ConditionalUNet}
 
     def __init__(self, autoencoder: nn.Module, semantic_encoder: SemanticEncoder, unet: ConditionalUNet,
                  ddim: DDIM, resolution: int, sample_steps: int = 20, invert_steps: int = 20):
@@ -68,37 +71,18 @@ class ImageFeatureSpace(nn.Module):
         return (batch, self.autoencoder.latent_channels, side, side)
 
     # ----- persistence -----------------------------------------------------------------------------------
-    def config_dict(self) -> dict:
+    def settings(self) -> dict:
         return {"resolution": self.resolution, "autoencoder": self.autoencoder.describe(),
                 "diffusion": vars(self.ddim.config), "sample_steps": self.sample_steps,
                 "invert_steps": self.invert_steps}
 
-    def save_config(self, directory: str | Path) -> None:
-        (Path(directory) / CONFIG_FILE).write_text(json.dumps(self.config_dict(), indent=2))
-
     @classmethod
-    def from_pretrained(cls, directory: str | Path, autoencoder_path: str | None = None,
-                        device: str | torch.device = "cpu") -> ImageFeatureSpace:
-        """Load a stage-1 export folder; `autoencoder_path` overrides where the VAE weights live."""
-        directory, config = read_export_config(directory, CONFIG_FILE, "stage-1 model")
-        model = cls(
-            autoencoder=build_exported_autoencoder(config, autoencoder_path),
-            semantic_encoder=SemanticEncoder.from_pretrained(directory / "semantic_encoder"),
-            unet=ConditionalUNet.from_pretrained(directory / "unet"),
-            ddim=DDIM(**config["diffusion"]),
-            resolution=config["resolution"],
-            sample_steps=config["sample_steps"],
-            invert_steps=config["invert_steps"],
-        )
-        return model.to(device).eval()
-
-
-def read_export_config(directory: str | Path, config_file: str, what: str) -> tuple[Path, dict]:
-    """The folder and the JSON settings of an export (`what` names it in the error for a wrong folder)."""
-    directory = Path(directory).expanduser()
-    if not (directory / config_file).is_file():
-        raise InputError(f"not a {what} folder (no {config_file}): {directory}")
-    return directory, json.loads((directory / config_file).read_text())
+    def _from_parts(cls, directory: Path, config: dict, parts: dict, autoencoder_path: str | None = None,
+                    **_) -> ImageFeatureSpace:
+        """A stage-1 export folder; `autoencoder_path` overrides where the VAE weights live."""
+        return cls(autoencoder=build_exported_autoencoder(config, autoencoder_path), ddim=DDIM(**config["diffusion"]),
+                   resolution=config["resolution"], sample_steps=config["sample_steps"],
+                   invert_steps=config["invert_steps"], **parts)  # fmt: skip
 
 
 def build_exported_autoencoder(config: dict, autoencoder_path: str | None = None) -> nn.Module:

@@ -41,12 +41,6 @@ class LandmarkFeatures:
     cond: torch.Tensor
     residuals: list[torch.Tensor]
 
-    def select(self, frames: slice | torch.Tensor) -> LandmarkFeatures:
-        """The features of some frames of every video (long videos are denoised window by window)."""
-        batch, num_frames = self.cond.shape[:2]
-        residuals = [r.unflatten(0, (batch, num_frames))[:, frames].flatten(0, 1) for r in self.residuals]
-        return LandmarkFeatures(self.cond[:, frames], residuals)
-
 
 class PyramidLevel(nn.Module):
     """One level of the landmark feature pyramid: optional stride-2 downsampling, then a ResNet block."""

@@ -6,13 +6,14 @@ landmark images -> F (E_ldm), then conditional DDIM over all frames (Eq. 9-10) a
     V     = Dec(DDIM(Z_T repeated over T frames | z_sem, F^{1:T})) one video
 
 Long videos are denoised in overlapping windows of `num_frames` frames whose noise predictions are averaged per
-frame at every step (AniPortrait's scheme), so memory does not grow with the length and there are no seams.
+frame at every step (AniPortrait's scheme), with E_ldm run on each window as it is denoised, so memory does not
+grow with the length (beyond the small latents) and there are no seams.
 `TalkingHeadModel.from_pretrained(stage-3 export)` rebuilds everything from what stage 3 exported.
 """
 
 from __future__ import annotations
 
-import json
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -20,12 +21,16 @@ from torch import nn
 
 from faceedittalker.diffusion import DDIM
 from faceedittalker.diffusion.ddim import Denoiser
-from faceedittalker.models.feature_space import build_exported_autoencoder, read_export_config
+from faceedittalker.models.feature_space import build_exported_autoencoder
 from faceedittalker.models.landmark_encoder import LandmarkEncoder, LandmarkFeatures
+from faceedittalker.models.pretrained import PretrainedFolder
 from faceedittalker.models.semantic_encoder import SemanticEncoder
 from faceedittalker.models.unet import ConditionalUNet
 
 CONFIG_FILE = "talking_head.json"
+
+# The landmark images of some frames: index (all videos, a slice of frames) -> (B, W, 3, S, S) in [0, 1].
+FrameSource = Callable[[tuple[slice, slice]], torch.Tensor]
 
 
 def window_starts(num_frames: int, window: int, overlap: int) -> list[int]:
@@ -39,8 +44,12 @@ def window_starts(num_frames: int, window: int, overlap: int) -> list[int]:
     return [*starts, num_frames - window]
 
 
-class TalkingHeadModel(nn.Module):
+class TalkingHeadModel(PretrainedFolder, nn.Module):
     """E_img + E_sem + video eps_theta + E_ldm + DDIM: one reference and landmark images in, frames out."""
+
+    config_file = CONFIG_FILE
+    description = "stage-3 video model"
+    parts = {"semantic_encoder": SemanticEncoder, "unet": ConditionalUNet, "landmark_encoder": LandmarkEncoder}
 
     def __init__(
         self,
@@ -71,12 +80,26 @@ class TalkingHeadModel(nn.Module):
 
     # ----- conditions ------------------------------------------------------------------------------------
     def landmark_features(self, landmark_images: torch.Tensor, reference_image: torch.Tensor) -> LandmarkFeatures:
-        """E_ldm: (B, T, 3, S, S) and (B, 3, S, S) -> F^{1:T} (computed once per video, not per step)."""
+        """E_ldm: (B, T, 3, S, S) and (B, 3, S, S) -> F^{1:T}."""
         return self.landmark_encoder(landmark_images, reference_image)
 
-    def denoiser(self, z_sem: torch.Tensor, features: LandmarkFeatures) -> Denoiser:
-        """eps_theta(Z_t, t | z_sem, F^{1:T}) over any number of frames, window by window."""
+    def denoiser(
+        self,
+        z_sem: torch.Tensor,
+        landmark_images: torch.Tensor | FrameSource,
+        reference_landmark_image: torch.Tensor,
+    ) -> Denoiser:
+        """eps_theta(Z_t, t | z_sem, F^{1:T}) over any number of frames, window by window.
+
+        z_sem is (B, Z), shared by the frames, or (B, T, Z), one code per frame (an edit ramping over time).
+        `landmark_images` is a tensor (B, T, 3, S, S) in [0, 1] or a function giving the images of a slice of
+        frames (so a long video's landmark images need never exist all at once). F is computed by E_ldm for
+        each window when the window is denoised, at every step: E_ldm costs a fraction of the denoiser, and
+        keeping F for every frame would grow with the length (at 512 px its residuals are ~5 MB a frame).
+        """
         window, overlap = self.num_frames, self.window_overlap
+        images = landmark_images if callable(landmark_images) else landmark_images.__getitem__
+        per_frame = z_sem.dim() == 3
 
         def eps(z_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             total = z_t.shape[1]  # z_t (B, T, C, h, w)
@@ -84,8 +107,10 @@ class TalkingHeadModel(nn.Module):
             count = torch.zeros(total, device=z_t.device, dtype=z_t.dtype)
             for start in window_starts(total, window, overlap):
                 part = slice(start, min(start + window, total))
-                chunk = features.select(part)
-                out[:, part] += self.unet(z_t[:, part], t, z_sem, chunk.cond, chunk.residuals or None)
+                frames = images((slice(None), part)).to(z_t.device)  # (B, W, 3, S, S)
+                features = self.landmark_features(frames, reference_landmark_image)
+                code = z_sem[:, part] if per_frame else z_sem  # (B, W, Z) or (B, Z)
+                out[:, part] += self.unet(z_t[:, part], t, code, features.cond, features.residuals or None)
                 count[part] += 1
             return out / count[None, :, None, None, None]
 
@@ -107,11 +132,26 @@ class TalkingHeadModel(nn.Module):
         frames = self.num_frames
         z0 = self.autoencoder.encode(image)[:, None].expand(-1, frames, -1, -1, -1)  # (B, F, C, h, w)
         still = reference_landmark_image[:, None].expand(-1, frames, -1, -1, -1)
-        features = self.landmark_features(still, reference_landmark_image)
-        z_T = self.ddim.invert(self.denoiser(z_sem, features), z0, self.invert_steps)
+        z_T = self.ddim.invert(self.denoiser(z_sem, still, reference_landmark_image), z0, self.invert_steps)
         return z_sem, z_T.mean(dim=1, keepdim=True)
 
     # ----- generation ------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def denoise(
+        self,
+        z_T: torch.Tensor,
+        z_sem: torch.Tensor,
+        landmark_images: torch.Tensor | FrameSource,
+        reference_landmark_image: torch.Tensor,
+        num_frames: int,
+        steps: int | None = None,
+        progress: bool = False,
+    ) -> torch.Tensor:
+        """Z_T (B, 1 or T, C, h, w), z_sem (B, Z) or (B, T, Z) -> the clean latents Z_0 (B, T, C, h, w)."""
+        z_T = z_T.expand(z_T.shape[0], num_frames, *z_T.shape[2:]).contiguous()  # the reference's Z_T per frame
+        eps = self.denoiser(z_sem, landmark_images, reference_landmark_image)
+        return self.ddim.sample(eps, z_T, steps or self.sample_steps, progress=progress)
+
     @torch.no_grad()
     def generate(
         self,
@@ -122,16 +162,15 @@ class TalkingHeadModel(nn.Module):
         steps: int | None = None,
         progress: bool = False,
     ) -> torch.Tensor:
-        """Z_T (B, 1 or T, C, h, w), z_sem (B, Z) (edited or not), landmark images (B, T, 3, S, S) ->
-        frames (B, T, 3, R, R) in [-1, 1]."""
+        """Z_T (B, 1 or T, C, h, w), z_sem (B, Z) or (B, T, Z), landmark images (B, T, 3, S, S) ->
+        frames (B, T, 3, R, R) in [-1, 1]. All frames decoded at once: for short clips (training samples,
+        tests); `FaceEditTalkerPipeline` decodes and writes long videos batch by batch."""
         batch, num_frames = landmark_images.shape[:2]
-        features = self.landmark_features(landmark_images, reference_landmark_image)
-        z_T = z_T.expand(batch, num_frames, *z_T.shape[2:]).contiguous()  # the reference's Z_T for every frame
-        z0 = self.ddim.sample(self.denoiser(z_sem, features), z_T, steps or self.sample_steps, progress=progress)
+        z0 = self.denoise(z_T, z_sem, landmark_images, reference_landmark_image, num_frames, steps, progress)
         return self.autoencoder.decode(z0.flatten(0, 1)).unflatten(0, (batch, num_frames))
 
     # ----- persistence -----------------------------------------------------------------------------------
-    def config_dict(self) -> dict:
+    def settings(self) -> dict:
         return {
             "resolution": self.resolution,
             "landmark_image_size": self.landmark_image_size,
@@ -143,22 +182,10 @@ class TalkingHeadModel(nn.Module):
             "invert_steps": self.invert_steps,
         }
 
-    def save_config(self, directory: str | Path) -> None:
-        (Path(directory) / CONFIG_FILE).write_text(json.dumps(self.config_dict(), indent=2))
-
     @classmethod
-    def from_pretrained(
-        cls, directory: str | Path, autoencoder_path: str | None = None, device: str | torch.device = "cpu"
-    ) -> TalkingHeadModel:
-        """Load a stage-3 export folder (`unet/`, `landmark_encoder/`, `semantic_encoder/`, talking_head.json)."""
-        directory, config = read_export_config(directory, CONFIG_FILE, "stage-3 video model")
-        autoencoder = build_exported_autoencoder(config, autoencoder_path)
-        model = cls(
-            autoencoder=autoencoder,
-            semantic_encoder=SemanticEncoder.from_pretrained(directory / "semantic_encoder"),
-            unet=ConditionalUNet.from_pretrained(directory / "unet"),
-            landmark_encoder=LandmarkEncoder.from_pretrained(directory / "landmark_encoder"),
-            ddim=DDIM(**config["diffusion"]),
-            **{k: v for k, v in config.items() if k not in ("autoencoder", "diffusion")},
-        )
-        return model.to(device).eval()
+    def _from_parts(cls, directory: Path, config: dict, parts: dict, autoencoder_path: str | None = None,
+                    **_) -> TalkingHeadModel:
+        """A stage-3 export folder; `autoencoder_path` overrides where the VAE weights live."""
+        names = ("resolution", "landmark_image_size", "num_frames", "window_overlap", "sample_steps", "invert_steps")
+        return cls(autoencoder=build_exported_autoencoder(config, autoencoder_path), ddim=DDIM(**config["diffusion"]),
+                   **{k: config[k] for k in names if k in config}, **parts)  # fmt: skip

@@ -253,7 +253,8 @@ class ConditionalUNet(ModelMixin, ConfigMixin):
         """eps for Z_t.
 
         Images: sample (B, C, H, W), z_sem (B, Z), cond (B, C_F, H, W) = F.
-        Videos: sample (B, F, C, H, W), z_sem (B, Z) shared by the frames, cond (B, F, C_F, H, W).
+        Videos: sample (B, F, C, H, W), z_sem (B, Z) shared by the frames or (B, F, Z) one per frame (an edit
+        that changes over time), cond (B, F, C_F, H, W).
         timestep: scalar or (B,). cond_residuals: one (B[*F], C_l, H_l, W_l) per level (`residual_channels`).
         """
         video = sample.dim() == 5
@@ -264,7 +265,10 @@ class ConditionalUNet(ModelMixin, ConfigMixin):
         timestep = torch.as_tensor(timestep, device=sample.device).reshape(-1).expand(batch)
         temb = self.time_embedding(self.time_proj(timestep).to(sample.dtype))  # (B, E)
         temb = temb.repeat_interleave(num_frames, dim=0)  # (B * F, E)
-        z_sem = z_sem.to(sample.dtype).repeat_interleave(num_frames, dim=0)  # (B * F, Z)
+        if video and z_sem.dim() == 3:
+            z_sem = z_sem.to(sample.dtype).flatten(0, 1)  # (B * F, Z), one code per frame
+        else:
+            z_sem = z_sem.to(sample.dtype).repeat_interleave(num_frames, dim=0)  # (B * F, Z)
         z_tokens = None
         if self.z_to_tokens is not None:
             z_tokens = self.z_to_tokens(z_sem).view(len(z_sem), self.config.z_tokens, -1)  # (B * F, N_tok, D)

@@ -24,6 +24,7 @@ from faceedittalker.landmarks.render import render_landmarks
 from faceedittalker.metrics.landmarks import landmark_metrics
 from faceedittalker.models.landmark_predictor import face_frame, landmark_loss, landmark_targets, predict_landmarks
 from faceedittalker.stages.base import Stage, StageModules
+from faceedittalker.training.checkpoint import write_json_atomic
 from faceedittalker.utils.images import image_grid
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ class LandmarkStage(Stage):
         """Cache the audio features of every clip once (main process first); returns the encoder's name."""
         encoder = instantiate(self.cfg.audio_encoder)
         self.audio_dim = encoder.dim
-        self.audio_encoder_config = OmegaConf.to_container(self.cfg.audio_encoder, resolve=True)
+        self.audio_encoder_config = encoder.describe()  # a kind and settings, never a callable (safe to load)
         root = self.cfg.clip_data.root
         root = instantiate(root) if OmegaConf.is_dict(root) else root  # the synthetic set is made on first use
         with PartialState().main_process_first():
@@ -93,7 +94,7 @@ class LandmarkStage(Stage):
 
     def export(self, directory: Path, modules: dict[str, nn.Module]) -> None:
         """Which audio encoder the predictor was trained on (its features are its input) and how it does."""
-        (directory / AUDIO_ENCODER_FILE).write_text(json.dumps(self.audio_encoder_config, indent=2))
+        write_json_atomic(directory / AUDIO_ENCODER_FILE, self.audio_encoder_config)
         metrics = self.evaluate(modules["landmark_predictor"])
         (directory / LANDMARK_METRICS_FILE).write_text(json.dumps(metrics, indent=2))
 
