@@ -156,7 +156,7 @@ class DemoApp:
                 if upload:
                     message = message.replace(str(Path(upload).parent) + os.sep, "")
             raise gr.Error(message, title="Bad input", print_exception=False) from None
-        return str(video), gr.update(value=str(landmarks) if landmarks else None, visible=landmarks is not None)
+        return str(video), (str(landmarks) if landmarks is not None else None)
 
     # ----- the page ------------------------------------------------------------------------------------------
     def build(self, max_queue: int | None = None) -> gr.Blocks:
@@ -198,6 +198,8 @@ class DemoApp:
                     landmark_video = gr.Video(label="Landmarks | video", format=None, buttons=["download"],
                                               interactive=False, visible=False, elem_id="landmark-video")  # fmt: skip
             gr.Examples([[str(DEMO_PORTRAIT), str(DEMO_SPEECH)]], inputs=[portrait, speech], label="Examples")
+            save_landmarks.change(lambda shown: gr.update(visible=bool(shown)), save_landmarks, landmark_video,
+                                  queue=False, api_visibility="private")  # fmt: skip
             if names:
                 chosen.change(lambda picked: [gr.update(visible=name in (picked or [])) for name in names],
                               chosen, sliders, queue=False, api_visibility="private")  # fmt: skip
