@@ -9,8 +9,10 @@ import socket
 import threading
 from pathlib import Path
 
+import gradio
 import numpy as np
 import pytest
+import soundfile
 from gradio_client import Client, handle_file
 from helpers import run_script
 from playwright.sync_api import sync_playwright
@@ -135,9 +137,11 @@ def test_demo_in_browser(demo_url, browser, tmp_path):
 def test_client_matches_cli(demo_url, demo_pipeline, tiny_model, tmp_path):
     """gradio_client against the running app and scripts/infer.py: same frame count, same soundtrack. Two requests
     sent at once both come back, one after the other (the queue runs one at a time per model)."""
+    speech = tmp_path / "speech.wav"  # the first 1.5 s of the committed speech: the comparison needs no more
+    soundfile.write(speech, load_audio(DEMO_SPEECH)[: int(1.5 * SAMPLE_RATE)], SAMPLE_RATE)
     client = Client(demo_url, verbose=False)
     alphas = [0.8 if name == "Eyeglasses" else 0.0 for name in TINY_ATTRIBUTES]
-    inputs = (handle_file(str(DEMO_PORTRAIT)), handle_file(str(DEMO_SPEECH)), ["Eyeglasses"], False, 0, 2, 2, 3)
+    inputs = (handle_file(str(DEMO_PORTRAIT)), handle_file(str(speech)), ["Eyeglasses"], False, 0, 2, 2, 3)
     calls_before = demo_pipeline.calls
     with_landmarks = client.submit(*inputs, True, *alphas, api_name="/generate")
     video, landmarks = client.submit(*inputs, False, *alphas, api_name="/generate").result(timeout=TIMEOUT_MS / 1000)
@@ -150,14 +154,13 @@ def test_client_matches_cli(demo_url, demo_pipeline, tiny_model, tmp_path):
     side_frames = read_video(side)[0]
 
     cli_output = tmp_path / "cli.mp4"
-    result = run_script("infer.py", f"ref={DEMO_PORTRAIT}", f"audio={DEMO_SPEECH}", f"model={tiny_model}",
+    result = run_script("infer.py", f"ref={DEMO_PORTRAIT}", f"audio={speech}", f"model={tiny_model}",
                         "edit=Eyeglasses", "alpha=0.8", "steps=2", "seed=3", "device=cpu", f"output={cli_output}")
     assert result.returncode == 0, result.stderr
 
     frames, fps, audio, _ = read_video(served)
     cli_frames, cli_fps, cli_audio, _ = read_video(cli_output)
-    speech_seconds = len(load_audio(DEMO_SPEECH)) / SAMPLE_RATE
-    assert len(frames) == len(cli_frames) == math.ceil(speech_seconds * 25)
+    assert len(frames) == len(cli_frames) == math.ceil(1.5 * 25)
     assert fps == cli_fps == 25
     assert frames.shape == cli_frames.shape
     # the landmark video: the frames with the landmark images on their right (square, as high as a frame)
@@ -165,3 +168,34 @@ def test_client_matches_cli(demo_url, demo_pipeline, tiny_model, tmp_path):
     assert np.abs(frames.astype(float) - cli_frames.astype(float)).mean() < 1.0  # the same video (codec noise)
     assert len(audio) == len(cli_audio)
     np.testing.assert_allclose(audio, cli_audio, atol=1e-4)
+
+
+def test_handler_turns_bad_input_into_one_line(demo_pipeline, tmp_path):
+    """Without a browser: each page-level mistake and a pipeline check come back as one `gr.Error` line."""
+    app = DemoApp(demo_pipeline, output_dir=tmp_path)
+    alphas = [0.5] * len(TINY_ATTRIBUTES)
+    portrait, speech = str(DEMO_PORTRAIT), str(DEMO_SPEECH)
+    text = tmp_path / "upload" / "notes.png"
+    text.parent.mkdir()
+    text.write_text("not a picture")
+    cases = [
+        ((None, speech, [], False, 0, 2, 2, 0, False), "upload a portrait first"),
+        ((portrait, None, [], False, 0, 2, 2, 0, False), "upload or record a speech file first"),
+        ((portrait, speech, [], False, 0, 2, 2.5, 0, False), "steps=2.5 is not a whole number"),
+        ((portrait, speech, [], False, 0, 2, 2, None, False), "seed is empty"),
+        ((portrait, speech, ["Eyeglasses"], True, 2, 1, 2, 0, False), "ramp must be [start, end]"),
+        ((str(text), speech, [], False, 0, 2, 2, 0, False), "notes.png"),
+    ]
+    for args, expected in cases:
+        with pytest.raises(gradio.Error) as caught:
+            app.generate(*args, *alphas, progress=None)
+        message = caught.value.message
+        assert expected in message and "\n" not in message and str(text.parent) not in message
+    assert not any(tmp_path.glob("*.mp4"))  # nothing half-written
+
+
+def test_demo_script_refuses_a_missing_model(tmp_path):
+    result = run_script("demo.py", f"model={tmp_path / 'no_such_model'}", "port=0", timeout=600)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("error: ") and "no_such_model" in result.stderr
+    assert "Traceback" not in result.stderr
