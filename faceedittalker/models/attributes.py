@@ -14,6 +14,7 @@ moves the code by a tenth of its own norm. DiffAE used 0.3-0.5; larger values le
 
 from __future__ import annotations
 
+import difflib
 import math
 from collections.abc import Mapping, Sequence
 
@@ -60,10 +61,17 @@ class AttributeClassifier(ModelMixin, ConfigMixin):
         return weight / weight.norm().clamp_min(1e-12)
 
     def index(self, name: str) -> int:
-        try:
+        """The row of an attribute; an unknown name is an `InputError` suggesting the closest valid one."""
+        if name in self.names:
             return self.names.index(name)
-        except ValueError:
-            raise InputError(f"unknown attribute '{name}'; choose from: {', '.join(self.names)}") from None
+        by_lower = {n.lower(): n for n in self.names}
+        close = difflib.get_close_matches(name.lower(), list(by_lower), n=1, cutoff=0.5)
+        hint = f"did you mean '{by_lower[close[0]]}'? " if close else ""
+        raise InputError(f"unknown attribute '{name}'; {hint}choose from: {', '.join(self.names)}")
+
+    def edit_direction(self, z_sem: torch.Tensor, edits: Mapping[str, float]) -> torch.Tensor:
+        """z_sem' - z_sem for `edits` (Eq. 3), (B, D): the edit is linear in alpha, so a ramp over time scales this."""
+        return self.edit(z_sem, edits) - z_sem
 
     @torch.no_grad()
     def edit(self, z_sem: torch.Tensor, edits: Mapping[str, float]) -> torch.Tensor:
@@ -71,6 +79,10 @@ class AttributeClassifier(ModelMixin, ConfigMixin):
         zn = self.standardise(z_sem)
         scale = math.sqrt(zn.shape[-1])
         for name, alpha in edits.items():
+            self.index(name)  # every name checked before any alpha
+        for name, alpha in edits.items():
+            if not math.isfinite(float(alpha)):
+                raise InputError(f"alpha={alpha} for {name} is not a finite number")
             if not -MAX_ALPHA <= float(alpha) <= MAX_ALPHA:
                 raise InputError(f"alpha={alpha} for {name} is out of range [-{MAX_ALPHA}, {MAX_ALPHA}]")
             zn = zn + float(alpha) * scale * self.direction(name)

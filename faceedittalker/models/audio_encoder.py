@@ -260,6 +260,25 @@ _LEGACY_TARGETS = {
 }
 
 
+def audio_encoder_settings(settings: dict) -> dict:
+    """Stored settings checked and in today's form `{"kind": ..., ...}` (legacy `_target_` exports are mapped);
+    a kind outside `AUDIO_ENCODERS` is an `InputError`. Nothing is built or imported."""
+    if not isinstance(settings, dict):
+        raise InputError(f"audio encoder settings must be a JSON object, got {settings!r}")
+    settings = dict(settings)
+    if "_target_" in settings:
+        target = settings.pop("_target_")
+        if target not in _LEGACY_TARGETS:
+            raise InputError(f"the audio encoder settings name {target!r}; only the kinds "
+                             f"{', '.join(AUDIO_ENCODERS)} are loaded")  # fmt: skip
+        settings["kind"] = _LEGACY_TARGETS[target]
+    settings.pop("device", None)
+    if settings.get("kind") not in AUDIO_ENCODERS:
+        raise InputError(f"unknown audio encoder kind {settings.get('kind')!r}; choose from: "
+                         f"{', '.join(AUDIO_ENCODERS)}")  # fmt: skip
+    return settings
+
+
 def build_audio_encoder(
     settings: dict, device: str | torch.device = "cpu", model_name_or_path: str | None = None
 ) -> CachedAudioEncoder:
@@ -268,17 +287,8 @@ def build_audio_encoder(
     `model_name_or_path` overrides where the wav2vec2 weights live (a local folder or a hub id). A kind outside
     `AUDIO_ENCODERS`, or a settings key the encoder does not take, is an `InputError`.
     """
-    settings = dict(settings)
-    if "_target_" in settings:
-        target = settings.pop("_target_")
-        if target not in _LEGACY_TARGETS:
-            raise InputError(f"the audio encoder settings name {target!r}; only the kinds "
-                             f"{', '.join(AUDIO_ENCODERS)} are loaded")  # fmt: skip
-        settings["kind"] = _LEGACY_TARGETS[target]
-    kind = settings.pop("kind", None)
-    if kind not in AUDIO_ENCODERS:
-        raise InputError(f"unknown audio encoder kind {kind!r}; choose from: {', '.join(AUDIO_ENCODERS)}")
-    settings.pop("device", None)
+    settings = audio_encoder_settings(settings)
+    kind = settings.pop("kind")
     if model_name_or_path and kind == "wav2vec2":
         settings["model_name_or_path"] = model_name_or_path
     try:

@@ -13,7 +13,12 @@ with `use_safetensors=True` (no pickles).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import secrets
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -24,6 +29,26 @@ from faceedittalker.errors import InputError
 from faceedittalker.training.checkpoint import write_json_atomic
 
 FORMAT_VERSION = 1  # of every model folder written here; bumped when a folder written earlier no longer loads
+
+
+@contextlib.contextmanager
+def atomic_folder(output: str | Path, overwrite: bool = False) -> Iterator[Path]:
+    """A hidden temporary folder beside `output`, renamed to `output` when the block ends without error (removed
+    when it raises): a model folder is either complete or absent. An existing `output` is an `InputError` unless
+    `overwrite`."""
+    output = Path(output).expanduser()
+    if output.exists() and not overwrite:
+        raise InputError(f"{output} exists already (remove it, or pass overwrite=true)")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(f".{output.name}.{secrets.token_hex(4)}.partial")
+    tmp.mkdir()
+    try:
+        yield tmp
+        if output.exists():
+            shutil.rmtree(output)
+        os.replace(tmp, output)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def kind_of(part: object) -> str:
@@ -58,13 +83,19 @@ class PretrainedFolder:
         Path(directory).mkdir(parents=True, exist_ok=True)
         write_json_atomic(Path(directory) / self.config_file, self.config_dict())
 
-    def save_pretrained(self, directory: str | Path) -> None:
-        """Every part in its folder, then `config_file` (last, so a folder with it is complete)."""
+    def save_pretrained(self, directory: str | Path, atomic: bool = True, overwrite: bool = False) -> None:
+        """Every part in its folder, then `config_file`; `atomic`: into a temporary folder renamed at the end."""
+        if atomic:
+            with atomic_folder(directory, overwrite) as tmp:
+                self.save_pretrained(tmp, atomic=False)
+            return
         directory = Path(directory)
         for name in self.parts:
             part = getattr(self, name, None)
-            if part is not None:
-                part.save_pretrained(directory / name)
+            if isinstance(part, PretrainedFolder):
+                part.save_pretrained(directory / name, atomic=False)
+            elif part is not None:
+                part.save_pretrained(directory / name, safe_serialization=True)
         self.save_config(directory)
 
     @classmethod
@@ -122,7 +153,7 @@ class PretrainedFolder:
         `_from_parts` and to nested folders (e.g. `autoencoder_path`)."""
         directory, config = cls.read_config(directory)
         parts = {name: cls.load_part(directory, name, **overrides) for name in cls.parts}
-        model = cls._from_parts(directory, config, parts, **overrides)
+        model = cls._from_parts(directory, config, parts, device=device, **overrides)
         if isinstance(model, torch.nn.Module):
             model = model.to(device).eval()
         return model

@@ -1,0 +1,384 @@
+"""Alg. 4, controllable talking-head generation with facial attribute editing: portrait + speech (+ edits) -> mp4.
+
+    A^{1:T} = Wav2Vec(S_audio)                       audio features as the model was trained (wav2vec2 or log-mel)
+    L^{1:T} = P_ldm(A^{1:T}, l_ref)                  landmark sequence in the crop frame, drawn as landmark images
+    z_sem   = E_sem(x_ref) (+ alpha * w_att)         Eq. 3, once per request (per frame when the edit ramps)
+    Z_T     = DDIM-invert(E_img(x_ref) | z_sem)      with the UNEDITED code, once per request
+    S_video = Dec(DDIM(Z_T | z_sem, F^{1:T} = E_ldm(L^{1:T})))
+
+A model is one folder (`FaceEditTalkerPipeline.from_pretrained(DIR)`):
+
+    model_index.json        manifest: part name -> kind, the audio encoder's kind and settings, format version
+    video_model/            TalkingHeadModel (talking_head.json, semantic_encoder/, unet/, landmark_encoder/)
+    landmark_predictor/     P_ldm (config.json + safetensors)
+    attribute_library/      the stage-2 classifier (optional; without it an edit is an error)
+
+The VAE and wav2vec2 are referenced (local path or hub id) and can be replaced at load time (`vae=`,
+`audio_encoder=`). Memory stays flat in the length of the speech: landmark images are drawn, E_ldm is run and
+the denoiser is evaluated window by window, and frames are decoded in batches and streamed to the writer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from faceedittalker import __version__
+from faceedittalker.data.audio import SAMPLE_RATE, VIDEO_FPS, check_speech, load_audio
+from faceedittalker.data.portrait import FaceCrop, PasteBack, crop_face, find_face, load_portrait
+from faceedittalker.data.video import VideoWriter
+from faceedittalker.errors import InputError
+from faceedittalker.landmarks.render import render_sequence
+from faceedittalker.models.attributes import AttributeClassifier
+from faceedittalker.models.audio_encoder import CachedAudioEncoder, build_audio_encoder
+from faceedittalker.models.landmark_predictor import LandmarkPredictor, predict_landmarks
+from faceedittalker.models.pretrained import FORMAT_VERSION, PretrainedFolder, atomic_folder
+from faceedittalker.models.talking_head import TalkingHeadModel
+from faceedittalker.training.checkpoint import write_json_atomic
+from faceedittalker.utils.images import to_uint8
+
+MODEL_INDEX = "model_index.json"
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+@dataclass
+class EditRequest:
+    """Attribute edits of one request: {name: alpha} and an optional ramp (start, end) in seconds."""
+
+    alphas: dict[str, float]
+    ramp: tuple[float, float] | None = None
+
+    def strength(self, num_frames: int, fps: float = VIDEO_FPS) -> torch.Tensor:
+        """Fraction of the full edit at each frame (T,): 1 everywhere, or 0 until `ramp[0]` s, rising linearly to
+        1 at `ramp[1]` s, 1 after. Frame t is shown at t / fps seconds."""
+        if self.ramp is None:
+            return torch.ones(num_frames)
+        start, end = self.ramp
+        seconds = torch.arange(num_frames, dtype=torch.float64) / fps
+        return ((seconds - start) / (end - start)).clamp(0, 1).float()
+
+
+def parse_edits(edit: str | Sequence[str] | None, alpha: float | Sequence[float] | None = None,
+                ramp: Sequence[float] | float | None = None, default_alpha: float = 0.5) -> EditRequest | None:
+    """The edit options as the command line gives them -> an `EditRequest` (None: no edit).
+
+    `edit` is a name or a list of names; `alpha` a number or a list of the same length (a single number applies
+    to every name; none: `default_alpha`); `ramp` is [start, end] in seconds (a single number: [0, end]).
+    Names are checked against the library later (`AttributeClassifier.edit`); values here.
+    """
+    names = [edit] if isinstance(edit, str) else list(edit or [])
+    if not names:
+        if alpha is not None and not (isinstance(alpha, Sequence) and not alpha):
+            raise InputError("alpha is given but no edit: add edit=NAME (e.g. edit=Eyeglasses)")
+        return None
+    if any(not isinstance(n, str) or not n for n in names):
+        raise InputError(f"edit must be attribute names, got {names}")
+    values = [default_alpha] if alpha is None else ([alpha] if not isinstance(alpha, Sequence) or isinstance(
+        alpha, str) else list(alpha))  # fmt: skip
+    if len(values) == 1 and len(names) > 1 and not isinstance(alpha, Sequence):
+        values = values * len(names)
+    if len(values) != len(names):
+        raise InputError(f"{len(names)} edits ({', '.join(names)}) but {len(values)} alphas ({values}): give one "
+                         "alpha per edit")  # fmt: skip
+    alphas = {}
+    for name, value in zip(names, values, strict=True):
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise InputError(f"alpha for {name} must be a number, got {value!r}") from None
+        if not math.isfinite(number):
+            raise InputError(f"alpha={value} for {name} is not a finite number")
+        if name in alphas:
+            raise InputError(f"edit {name} is given twice")
+        alphas[name] = number
+    return EditRequest(alphas, parse_ramp(ramp))
+
+
+def parse_ramp(ramp: Sequence[float] | float | None) -> tuple[float, float] | None:
+    if ramp is None:
+        return None
+    values = [ramp] if not isinstance(ramp, Sequence) or isinstance(ramp, str) else list(ramp)
+    if len(values) == 1:
+        values = [0.0, values[0]]
+    try:
+        start, end = (float(v) for v in values)
+    except (TypeError, ValueError):
+        raise InputError(f"ramp must be [start, end] in seconds, got {ramp!r}") from None
+    if not (math.isfinite(start) and math.isfinite(end) and 0 <= start < end):
+        raise InputError(f"ramp must be [start, end] seconds with 0 <= start < end, got [{start:g}, {end:g}]")
+    return start, end
+
+
+@dataclass
+class FaceEditTalkerOutput:
+    """What one request produced. `frames` is None when the frames were streamed to a file (`path`)."""
+
+    path: Path | None
+    num_frames: int
+    fps: int
+    duration: float  # seconds of speech
+    crop: FaceCrop
+    landmarks: np.ndarray  # (T, 478, 3) predicted landmarks, normalised to the crop square
+    z_sem: torch.Tensor  # (1, Z) unedited code of the reference
+    edited_z_sem: torch.Tensor  # (1, Z) or (1, T, Z) the code(s) the frames were generated with
+    frames: np.ndarray | None = None  # (T, H, W, 3) uint8 when no output path was given
+    landmarks_path: Path | None = None
+
+
+class FaceEditTalkerPipeline(PretrainedFolder):
+    """Alg. 4 on one model folder: `pipe(portrait, audio, edit=..., alpha=..., output=...)`."""
+
+    config_file = MODEL_INDEX
+    description = "FaceEditTalker model"
+    parts = {"video_model": TalkingHeadModel, "landmark_predictor": LandmarkPredictor,
+             "attribute_library": AttributeClassifier}  # fmt: skip
+    optional_parts = ("attribute_library",)
+
+    def __init__(self, video_model: TalkingHeadModel, landmark_predictor: LandmarkPredictor,
+                 audio_encoder: CachedAudioEncoder, attribute_library: AttributeClassifier | None = None,
+                 decode_batch_size: int = 8):
+        self.video_model = video_model.eval()
+        self.landmark_predictor = landmark_predictor.eval()
+        self.audio_encoder = audio_encoder
+        self.attribute_library = attribute_library.eval() if attribute_library is not None else None
+        self.decode_batch_size = decode_batch_size
+        if landmark_predictor.config.audio_dim != audio_encoder.dim:
+            raise InputError(f"the landmark predictor takes {landmark_predictor.config.audio_dim}-dim audio features, "
+                             f"the audio encoder gives {audio_encoder.dim}")  # fmt: skip
+
+    # ----- persistence -----------------------------------------------------------------------------------
+    def settings(self) -> dict[str, Any]:
+        return {"audio_encoder": self.audio_encoder.describe(), "decode_batch_size": self.decode_batch_size}
+
+    @classmethod
+    def _from_parts(cls, directory: Path, config: dict, parts: dict, audio_encoder: str | None = None,
+                    device: str | torch.device = "cpu", **_) -> FaceEditTalkerPipeline:
+        if not isinstance(config.get("audio_encoder"), dict):
+            raise InputError(f"incomplete {cls.description} folder {directory}: {MODEL_INDEX} has no audio_encoder")
+        encoder = build_audio_encoder(config["audio_encoder"], device=device, model_name_or_path=audio_encoder)
+        return cls(audio_encoder=encoder, decode_batch_size=int(config.get("decode_batch_size", 8)), **parts)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, device: str | torch.device = "cpu",
+                        vae: str | None = None, audio_encoder: str | None = None) -> FaceEditTalkerPipeline:
+        """Load a model folder; `vae` and `audio_encoder` replace where the VAE / wav2vec2 weights are found."""
+        pipe = super().from_pretrained(directory, device=device, autoencoder_path=vae, audio_encoder=audio_encoder)
+        return pipe.to(device)
+
+    def to(self, device: str | torch.device) -> FaceEditTalkerPipeline:
+        for module in (self.video_model, self.landmark_predictor, self.attribute_library):
+            if module is not None:
+                module.to(device)
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.video_model.unet.parameters()).device
+
+    @property
+    def attribute_names(self) -> list[str]:
+        return self.attribute_library.names if self.attribute_library is not None else []
+
+    # ----- Alg. 4 ----------------------------------------------------------------------------------------
+    def check_inputs(self, edits: EditRequest | None, steps: int | None, precision: str) -> None:
+        if edits is not None:
+            if self.attribute_library is None:
+                raise InputError("this model has no attribute library (attribute_library/), so it cannot edit; "
+                                 "drop edit= or use a model exported with attributes=")  # fmt: skip
+            self.attribute_library.edit(torch.zeros(1, self.attribute_library.config.z_dim), edits.alphas)
+        if steps is not None and (not isinstance(steps, int) or steps < 1):
+            raise InputError(f"steps must be a positive whole number, got {steps!r}")
+        if precision not in PRECISIONS:
+            raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+
+    def prepare_portrait(self, portrait: str | os.PathLike | np.ndarray, face: str = "only"
+                         ) -> tuple[np.ndarray, FaceCrop, torch.Tensor]:
+        """The portrait (H, W, 3) uint8, its face crop, and x_ref (1, 3, R, R) in [-1, 1]."""
+        source = "the portrait"
+        if not isinstance(portrait, np.ndarray):
+            source = str(portrait)
+            portrait = load_portrait(portrait)
+        crop = find_face(portrait, face=face, source=source)
+        face_image = crop_face(portrait, crop, self.video_model.resolution)  # (R, R, 3) uint8
+        x_ref = torch.from_numpy(face_image).permute(2, 0, 1)[None].float() / 127.5 - 1
+        return portrait, crop, x_ref.to(self.device)
+
+    def prepare_audio(self, audio: str | os.PathLike | np.ndarray) -> tuple[np.ndarray, torch.Tensor]:
+        """A 16 kHz mono waveform (checked to be speech) and its features A^{1:T} (T, D), T = ceil(duration x 25)."""
+        source = "the audio"
+        if not isinstance(audio, np.ndarray):
+            source = str(audio)
+            audio = load_audio(audio)
+        check_speech(audio, SAMPLE_RATE, source)
+        return audio, self.audio_encoder(audio)
+
+    @torch.no_grad()
+    def predict_landmarks(self, features: torch.Tensor, reference_landmarks: np.ndarray) -> np.ndarray:
+        """P_ldm: (T, D) features and (478, 3) crop-frame landmarks -> (T, 478, 3) crop-frame landmarks."""
+        reference = torch.from_numpy(reference_landmarks).float()[None].to(self.device)
+        sequence = predict_landmarks(self.landmark_predictor, features[None].to(self.device), reference)
+        return sequence[0].float().cpu().numpy()
+
+    def edited_codes(self, z_sem: torch.Tensor, edits: EditRequest | None, num_frames: int) -> torch.Tensor:
+        """Eq. 3 once per request: (1, Z) unedited -> (1, Z) edited, or (1, T, Z) when the edit ramps."""
+        if edits is None:
+            return z_sem
+        delta = self.attribute_library.edit_direction(z_sem.float(), edits.alphas).to(z_sem.dtype)  # (1, Z)
+        if edits.ramp is None:
+            return z_sem + delta
+        strength = edits.strength(num_frames).to(z_sem.device, z_sem.dtype)  # (T,)
+        return z_sem[:, None] + strength[None, :, None] * delta[:, None]  # (1, T, Z)
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        portrait: str | os.PathLike | np.ndarray,
+        audio: str | os.PathLike | np.ndarray,
+        edit: str | Sequence[str] | None = None,
+        alpha: float | Sequence[float] | None = None,
+        ramp: Sequence[float] | float | None = None,
+        output: str | os.PathLike | None = None,
+        steps: int | None = None,
+        seed: int | None = 0,
+        precision: str = "fp32",
+        paste_back: bool = True,
+        face: str = "only",
+        landmarks_output: str | os.PathLike | None = None,
+        progress: bool = True,
+    ) -> FaceEditTalkerOutput:
+        """Generate the talking video of `portrait` (path or (H, W, 3) uint8) speaking `audio` (path or 16 kHz
+        mono waveform). With `output` the frames are streamed into that mp4 (H.264 + AAC, 25 fps, written
+        atomically); without it they are returned. `landmarks_output` writes a second video: the frames beside
+        the landmark images that drove them."""
+        # 1. Check inputs (every option before any heavy work).
+        edits = parse_edits(edit, alpha, ramp)
+        self.check_inputs(edits, steps, precision)
+        if seed is not None:
+            torch.manual_seed(seed)  # DDIM here is deterministic (eta = 0); the seed covers any randomness left
+        model = self.video_model
+        # 2. Encode the reference and the speech.
+        image, crop, x_ref = self.prepare_portrait(portrait, face)
+        waveform, features = self.prepare_audio(audio)
+        num_frames = features.shape[0]
+        landmarks = self.predict_landmarks(features, crop.landmarks)  # (T, 478, 3)
+        size = model.landmark_image_size
+
+        def landmark_images(index: tuple[slice, slice]) -> torch.Tensor:
+            """Landmark images of a slice of frames, drawn when a window needs them: (1, W, 3, S, S) in [0, 1]."""
+            drawn = render_sequence(landmarks[index[1]], size)  # (W, S, S, 3) uint8
+            return torch.from_numpy(drawn).permute(0, 3, 1, 2)[None].float().div(255).to(self.device)
+
+        reference_image = torch.from_numpy(render_sequence(crop.landmarks[None], size)).permute(0, 3, 1, 2)
+        reference_image = reference_image.float().div(255).to(self.device)  # (1, 3, S, S)
+        autocast = self._autocast(precision)
+        # 3. Prepare the codes: z_sem (edited once per request), Z_T by inversion with the unedited z_sem.
+        with autocast:
+            z_sem, z_T = model.encode_reference(x_ref, reference_image)
+            codes = self.edited_codes(z_sem, edits, num_frames)
+            # 4. Denoise all frames, window by window.
+            z0 = model.denoise(z_T, codes, landmark_images, reference_image, num_frames, steps, progress=progress)
+        # 5. Decode in batches, paste back, stream to the writer.
+        blend = PasteBack(image, crop) if paste_back else None
+        frames: list[np.ndarray] | None = [] if output is None else None
+        with contextlib.ExitStack() as stack:
+            writer = None if output is None else stack.enter_context(
+                VideoWriter(output, fps=VIDEO_FPS, audio=waveform, sample_rate=SAMPLE_RATE))  # fmt: skip
+            side_writer = None if landmarks_output is None else stack.enter_context(
+                VideoWriter(landmarks_output, fps=VIDEO_FPS, audio=waveform, sample_rate=SAMPLE_RATE))  # fmt: skip
+            batches = range(0, num_frames, self.decode_batch_size)
+            for start in tqdm(batches, desc="decoding", disable=not progress, leave=False):
+                part = slice(start, min(start + self.decode_batch_size, num_frames))
+                with autocast:
+                    decoded = model.autoencoder.decode(z0[0, part])  # (b, 3, R, R) in [-1, 1]
+                for offset, face_frame in enumerate(to_uint8(decoded.float())):
+                    frame = blend(face_frame) if blend is not None else face_frame
+                    if writer is not None:
+                        writer.write(frame)
+                    else:
+                        frames.append(frame)
+                    if side_writer is not None:
+                        side_writer.write(_beside(frame, landmarks[start + offset], size))
+        return FaceEditTalkerOutput(
+            path=Path(output) if output is not None else None, num_frames=num_frames, fps=VIDEO_FPS,
+            duration=len(waveform) / SAMPLE_RATE, crop=crop, landmarks=landmarks, z_sem=z_sem.float().cpu(),
+            edited_z_sem=codes.float().cpu(), frames=np.stack(frames) if frames is not None else None,
+            landmarks_path=Path(landmarks_output) if landmarks_output is not None else None,
+        )  # fmt: skip
+
+    def _autocast(self, precision: str) -> contextlib.AbstractContextManager:
+        if precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=PRECISIONS[precision])
+
+
+def _beside(frame: np.ndarray, landmarks: np.ndarray, size: int) -> np.ndarray:
+    """A frame and, on its right, the landmark image that drove it, scaled to the frame's height."""
+    drawn = render_sequence(landmarks[None], size)[0]
+    height = frame.shape[0]
+    drawn = cv2.resize(drawn, (height, height), interpolation=cv2.INTER_NEAREST)
+    return np.concatenate([frame, drawn], axis=1)
+
+
+# ----- assembling a model folder from the stage runs ---------------------------------------------------------
+def assemble_model(video: str | os.PathLike, landmarks: str | os.PathLike, output: str | os.PathLike,
+                   attributes: str | os.PathLike | None = None, overwrite: bool = False) -> Path:
+    """One model folder from the stage exports: the stage-3 video export (`talking_head.json`, E_sem, eps_theta,
+    E_ldm), the stage-3 landmark export (`landmark_predictor/`, `audio_encoder.json`) and optionally the stage-2
+    export (`attribute_classifier/`). Files are copied (no weights are re-saved); the folder is written under a
+    temporary name and renamed when complete. A missing or incomplete export is an `InputError`."""
+    from faceedittalker.models.audio_encoder import audio_encoder_settings
+    from faceedittalker.stages.stage3_landmarks import AUDIO_ENCODER_FILE
+
+    video_dir, _ = TalkingHeadModel.read_config(video)
+    for name in TalkingHeadModel.parts:
+        _check_weights(video_dir / name, f"stage-3 video export {video_dir}")
+    landmark_dir = Path(landmarks).expanduser()
+    _check_weights(landmark_dir / "landmark_predictor", f"stage-3 landmark export {landmark_dir}")
+    settings_file = landmark_dir / AUDIO_ENCODER_FILE
+    if not settings_file.is_file():
+        raise InputError(f"incomplete stage-3 landmark export {landmark_dir}: no {AUDIO_ENCODER_FILE}")
+    try:
+        audio_settings = audio_encoder_settings(json.loads(settings_file.read_text()))
+    except json.JSONDecodeError as err:
+        raise InputError(f"cannot read {settings_file}: {err}") from err
+    attribute_dir = None
+    if attributes:
+        attribute_dir = Path(attributes).expanduser()
+        if (attribute_dir / "attribute_classifier").is_dir():
+            attribute_dir = attribute_dir / "attribute_classifier"
+        _check_weights(attribute_dir, f"stage-2 export {attributes}")
+    with atomic_folder(output, overwrite) as tmp:
+        target = tmp / "video_model"
+        target.mkdir()
+        shutil.copy2(video_dir / TalkingHeadModel.config_file, target)
+        for name in TalkingHeadModel.parts:
+            shutil.copytree(video_dir / name, target / name)
+        shutil.copytree(landmark_dir / "landmark_predictor", tmp / "landmark_predictor")
+        if attribute_dir is not None:
+            shutil.copytree(attribute_dir, tmp / "attribute_library")
+        index = {"_class_name": FaceEditTalkerPipeline.__name__, "format_version": FORMAT_VERSION,
+                 "faceedittalker_version": __version__, "video_model": TalkingHeadModel.__name__,
+                 "landmark_predictor": LandmarkPredictor.__name__, "audio_encoder": audio_settings,
+                 "decode_batch_size": 8}  # fmt: skip
+        if attribute_dir is not None:
+            index["attribute_library"] = AttributeClassifier.__name__
+        write_json_atomic(tmp / MODEL_INDEX, index)
+    return Path(output)
+
+
+def _check_weights(folder: Path, what: str) -> None:
+    """A part folder must hold config.json and safetensors weights."""
+    if not (folder / "config.json").is_file() or not any(folder.glob("*.safetensors")):
+        raise InputError(f"incomplete {what}: {folder.name}/ needs config.json and safetensors weights")
