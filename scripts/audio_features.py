@@ -36,8 +36,8 @@ def main(cfg: DictConfig) -> None:
         encoder = audio_encoder_from_name(cfg.encoder, device=cfg.device, layer=cfg.layer, fps=cfg.fps)
         features = encoder(waveform).numpy()
         output = Path(cfg.output) if cfg.output else source.with_name(f"{source.stem}.{encoder.slug}.npy")
-        with atomic_write(output) as tmp:
-            np.save(tmp, features)
+        with atomic_write(output) as tmp, open(tmp, "wb") as file:  # a file object: np.save adds no ".npy"
+            np.save(file, features)
         print(f"wrote {output}: {features.shape[0]} frames x {features.shape[1]} features")
         return
     clips = list_clips(source)

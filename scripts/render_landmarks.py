@@ -40,7 +40,7 @@ def main(cfg: DictConfig) -> None:
         shown[drawn] = drawing[drawn]
         drawing = np.concatenate([drawing, shown], axis=1)
     with atomic_write(output) as tmp:
-        Image.fromarray(drawing).save(tmp)
+        Image.fromarray(drawing).save(tmp, format="PNG")  # always PNG, whatever the name
     print(f"wrote {output}")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,6 +24,13 @@ from faceedittalker.data.audio import (
 )
 from faceedittalker.errors import InputError
 from faceedittalker.models.audio_encoder import AudioFeatureEncoder, MelFeatureEncoder, audio_encoder_from_name
+
+
+def speech_clip(folder: Path, speech: str) -> Path:
+    """A folder holding the speech asset `speech` as a 16 kHz `audio.wav`: all the feature cache needs."""
+    folder.mkdir()
+    soundfile.write(folder / "audio.wav", load_audio(speech_path(speech)), SAMPLE_RATE)
+    return folder
 
 
 @pytest.fixture(scope="module")
@@ -139,9 +147,7 @@ def test_missing_model_folder_names_the_file(tmp_path):
 
 
 def test_clip_feature_cache_is_keyed_by_encoder_name(encoder, tmp_path):
-    clip = tmp_path / "clip0"
-    clip.mkdir()
-    soundfile.write(clip / "audio.wav", load_audio(speech_path("en_female")), SAMPLE_RATE)
+    clip = speech_clip(tmp_path / "clip0", "en_female")
     features = encoder.clip_features(clip)
     cache = feature_cache_path(clip, encoder.name)
     assert cache == clip / "audio_features" / f"{encoder.slug}.npy" and cache.is_file()
@@ -240,9 +246,7 @@ def test_mel_name_slug_and_clip_cache_round_trip(tmp_path):
     assert encoder.name == encoder.slug == "logmel80" and encoder.dim == 80 and encoder.fps == 25
     assert MelFeatureEncoder(n_mels=40).name == "logmel40" and MelFeatureEncoder(fps=30).slug == "logmel80-30fps"
     assert MelFeatureEncoder(name="my/mel").slug == "my--mel"
-    clip = tmp_path / "clip0"
-    clip.mkdir()
-    soundfile.write(clip / "audio.wav", load_audio(speech_path("de_male")), SAMPLE_RATE)
+    clip = speech_clip(tmp_path / "clip0", "de_male")
     features = encoder.clip_features(clip)
     cache = feature_cache_path(clip, encoder.name)
     assert cache == clip / "audio_features" / "logmel80.npy" and cache.is_file()
@@ -251,9 +255,7 @@ def test_mel_name_slug_and_clip_cache_round_trip(tmp_path):
     np.save(cache, np.full(features.shape, 7.0, np.float32))  # a second call reads the cache
     assert torch.equal(encoder.clip_features(clip), torch.full(features.shape, 7.0))
     assert [p.name for p in (clip / "audio_features").iterdir()] == ["logmel80.npy"]  # no temporary left
-    fresh = tmp_path / "clip1"
-    fresh.mkdir()
-    soundfile.write(fresh / "audio.wav", load_audio(speech_path("de_male")), SAMPLE_RATE)
+    fresh = speech_clip(tmp_path / "clip1", "de_male")
     encoder.clip_features(fresh, write_cache=False)
     assert not (fresh / "audio_features").exists()
 
@@ -273,18 +275,18 @@ def test_audio_encoder_configs_and_names_pick_the_encoder(encoder_dir):
     assert isinstance(audio_encoder_from_name(str(encoder_dir)), AudioFeatureEncoder)
 
 
-def _clip_folder(folder, speech: str) -> None:
-    """A clip folder as `list_clips` accepts it: speech in `audio.wav`, (empty) frames, landmarks and meta."""
-    (folder / "frames").mkdir(parents=True)
-    soundfile.write(folder / "audio.wav", load_audio(speech_path(speech)), SAMPLE_RATE)
+def complete_clip(folder: Path, speech: str) -> None:
+    """A clip folder as `list_clips` accepts it: the speech asset, (empty) frames, landmarks and meta."""
+    speech_clip(folder, speech)
+    (folder / "frames").mkdir()
     np.save(folder / "landmarks.npy", np.zeros((1, 478, 3), np.float32))
     (folder / "meta.json").write_text("{}")
 
 
 def test_cli_writes_mel_features_for_clip_folders(tmp_path):
     for index, name in enumerate(("en_male", "de_male")):
-        _clip_folder(tmp_path / f"clip{index}", name)
-    _clip_folder(tmp_path / ".partial_clip2", "en_female")  # an unfinished folder of the preprocessing
+        complete_clip(tmp_path / f"clip{index}", name)
+    complete_clip(tmp_path / ".partial_clip2", "en_female")  # an unfinished folder of the preprocessing
     result = subprocess.run(
         [sys.executable, str(REPO_ROOT / "scripts/audio_features.py"), f"input={tmp_path}", "encoder=logmel80"],
         capture_output=True,

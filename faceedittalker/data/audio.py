@@ -5,14 +5,8 @@ Reading goes through PyAV (FFmpeg), so wav, mp3, m4a/aac, flac, ogg/opus and the
 all work, at any sample rate and channel count; channels are averaged and the result resampled with
 `torchaudio.functional.resample`. (`torchaudio.load` is not used: in torchaudio 2.9 it needs torchcodec.)
 
-Features follow AniPortrait / FaceFormer: the frozen `transformers.Wav2Vec2Model` turns 16 kHz audio into
-50 Hz hidden states, which are linearly interpolated to `num_video_frames(...)` = ceil(duration x 25) frames,
-so frame t of the video gets row t of the features. `MelFeatureEncoder` is a drop-in sibling without weights
-(log mel spectrogram, one 640-sample window per video frame, as in the paper's Sec. V-A) for CPU-sized
-experiments; both share the per-clip cache of `CachedAudioEncoder`.
-
-Short and silent audio: `load_audio` reads anything that decodes (a 10 ms file gives 160 samples) and the
-encoder turns it into ceil(duration x 25) rows (a 10 ms file: 1 row; audio shorter than wav2vec2's 25 ms
+Short and silent audio: `load_audio` reads anything that decodes (a 10 ms file gives 160 samples) and an
+audio encoder turns it into ceil(duration x 25) rows (a 10 ms file: 1 row; audio shorter than wav2vec2's 25 ms
 receptive field is zero-padded). Whether such audio is usable speech is decided by `check_speech`, which the
 command-line tools call: shorter than `MIN_SPEECH_SECONDS` or quieter than `SILENCE_DBFS` is an `InputError`.
 """

@@ -49,7 +49,8 @@ def temporary_sibling(path: str | os.PathLike) -> Path:
 @contextmanager
 def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to `path` to write the file to; on success it is renamed over `path` (which
-    may exist: it is replaced), on an exception it is removed and `path` is left as it was.
+    may exist: it is replaced), on an exception it is removed and `path` is left as it was. The writer must
+    write exactly that path (`np.save` appends ".npy" to other names: pass it an open file then).
 
         with atomic_write(output) as tmp:
             Image.fromarray(picture).save(tmp)
