@@ -60,3 +60,22 @@ def test_missing_inception_weights_skip_with_reason(tmp_path):
     assert metric is None
     assert reason.startswith("FID skipped") and str(tmp_path / INCEPTION_WEIGHTS_FILE) in reason
     assert "\n" not in reason
+
+
+@pytest.mark.slow
+def test_inception_path_with_random_weights(tmp_path):
+    """The real loading and feature path (weights_only load, torch-fidelity's TF-Inception, uint8 frames resized to
+    299) on a randomly initialised state dict saved under the standard file name."""
+    from unittest import mock
+
+    from torch_fidelity import feature_extractor_inceptionv3 as inception
+
+    with mock.patch.object(inception, "load_state_dict_from_url", return_value={}), \
+            mock.patch.object(inception.FeatureExtractorInceptionV3, "load_state_dict"):
+        state = inception.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"]).state_dict()
+    torch.save(state, tmp_path / INCEPTION_WEIGHTS_FILE)
+    metric, reason = build_inception_fid(tmp_path)
+    assert reason is None
+    image = astronaut()
+    videos = [np.stack([image[8 * i: 8 * i + 128, 8 * j: 8 * j + 128] for i in range(3)]) for j in range(2)]
+    assert abs(set_fid(metric, videos, videos)) < 1e-3 * max(1.0, float(metric.real_features_cov_sum.trace()))
