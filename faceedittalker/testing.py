@@ -52,7 +52,8 @@ def random_talking_head(resolution: int = 32, z_dim: int = 8, num_frames: int = 
                                        cond_channels=2, residual_channels=unet.residual_channels,
                                        reference_cross_attention=False, norm_num_groups=4)  # fmt: skip
     semantic = SemanticEncoder(image_size=resolution, base_channels=8, channel_mult=(1, 2), layers_per_block=1,
-                               attention_resolutions=(), attention_head_dim=8, norm_num_groups=4, z_dim=z_dim)  # fmt: skip
+                               attention_resolutions=(), attention_head_dim=8, norm_num_groups=4,
+                               z_dim=z_dim)  # fmt: skip
     _perturb(unet, 0.02, generator)
     _perturb(landmark_encoder, 0.02, generator)
     return TalkingHeadModel(IdentityAutoencoder(), semantic, unet, landmark_encoder, DDIM(), resolution, resolution,

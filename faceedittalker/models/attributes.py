@@ -78,7 +78,7 @@ class AttributeClassifier(ModelMixin, ConfigMixin):
         """Eq. 3: move z_sem (B, D) along the directions of `edits` = {attribute name: alpha}."""
         zn = self.standardise(z_sem)
         scale = math.sqrt(zn.shape[-1])
-        for name, alpha in edits.items():
+        for name in edits:
             self.index(name)  # every name checked before any alpha
         for name, alpha in edits.items():
             if not math.isfinite(float(alpha)):
