@@ -303,7 +303,9 @@ class FaceEditTalkerPipeline(PretrainedFolder):
             # 4. Denoise all frames, window by window.
             z0 = model.denoise(z_T, codes, landmark_images, reference_image, num_frames, steps, progress=progress)
         # 5. Decode in batches, paste back, stream to the writer.
-        blend = PasteBack(image, crop) if paste_back else None
+        # The pasted region covers the face in every predicted frame (an open jaw reaches below the reference's).
+        blend = PasteBack(image, crop, landmarks=np.concatenate([crop.landmarks[None], landmarks])) if paste_back \
+            else None
         frames: list[np.ndarray] | None = [] if output is None else None
         with contextlib.ExitStack() as stack:
             writer = None if output is None else stack.enter_context(
