@@ -119,12 +119,12 @@ class FaceCrop:
     crop_box: np.ndarray  # (3,) float64: x0, y0, side in portrait pixels
     face_box: np.ndarray  # (4,) float64: landmark bounding box x0, y0, x1, y1 in portrait pixels
     points: np.ndarray = field(repr=False)  # (478, 3) float32, normalised to the portrait (MediaPipe convention)
-    num_faces: int = 1  # faces seen in the portrait
+    num_faces: int = 1  # faces of at least min_face_px seen in the portrait
 
     @property
     def face_size(self) -> float:
         """The larger side of the landmark box in portrait pixels (what `min_face_px` is compared with)."""
-        return float(max(self.face_box[2] - self.face_box[0], self.face_box[3] - self.face_box[1]))
+        return _box_side(self.face_box)
 
 
 def find_face(
@@ -149,37 +149,37 @@ def find_face(
     settings = settings or PreprocessSettings()
     if landmarker is None:
         with FaceLandmarker(settings.model_path, mode="image", num_faces=MAX_FACES) as own:
-            faces = detect_faces(image, own, settings.detect_max_side)
+            found = _detect_faces(image, own, settings.detect_max_side, min_face_px)
     else:
         if landmarker.mode != "image":
             raise ValueError("find_face needs a FaceLandmarker in image mode")
-        faces = detect_faces(image, landmarker, settings.detect_max_side)
+        found = _detect_faces(image, landmarker, settings.detect_max_side, min_face_px)
     height, width = image.shape[:2]
-    if not faces:
+    if not found:
         raise InputError(f"no face found in {source} ({width} x {height} px)")
-    boxes = [face_box(f.points, width, height) for f in faces]
-    sizes = [max(b[2] - b[0], b[3] - b[1]) for b in boxes]
-    if len(faces) > 1 and face == "only":
+    sizes = [_box_side(face_box(face.points, width, height)) for face, _ in found]
+    largest = int(np.argmax(sizes))
+    if sizes[largest] < min_face_px:
         raise InputError(
-            f"{len(faces)} faces found in {source}; give a portrait with one face, or face=largest to use the "
-            "largest one"
-        )
-    chosen = int(np.argmax(sizes))
-    if sizes[chosen] < min_face_px:
-        raise InputError(
-            f"face too small in {source}: {sizes[chosen]:.0f} px (at least {min_face_px:.0f} px needed; use a "
+            f"face too small in {source}: {sizes[largest]:.0f} px (at least {min_face_px:.0f} px needed; use a "
             "larger or closer portrait)"
         )
-    points = faces[chosen].points
-    crop_box = crop_boxes(boxes[chosen][None], settings)[0]
+    usable = sum(size >= min_face_px for size in sizes)  # far-away faces in the background do not count
+    if usable > 1 and face == "only":
+        raise InputError(
+            f"{usable} faces found in {source}; give a portrait with one face, or face=largest to use the largest one"
+        )
+    points = _track_still(image, found[largest][0], found[largest][1], settings)
+    chosen_box = face_box(points, width, height)
+    crop_box = crop_boxes(chosen_box[None], settings)[0]
     return FaceCrop(
         box=_enclosing_square(crop_box),
         landmarks=landmarks_to_crop(points, crop_box, width, height),
         portrait_size=(height, width),
         crop_box=crop_box,
-        face_box=boxes[chosen],
+        face_box=chosen_box,
         points=points,
-        num_faces=len(faces),
+        num_faces=usable,
     )
 
 
@@ -189,31 +189,95 @@ def crop_face(image: np.ndarray, crop: FaceCrop, resolution: int) -> np.ndarray:
     return crop_frame(image, crop.crop_box, resolution)
 
 
-def detect_faces(image: np.ndarray, landmarker: FaceLandmarker, detect_max_side: int = 720) -> list[FaceLandmarks]:
-    """Every face in an RGB image, landmarks normalised to the whole image.
+def detect_faces(
+    image: np.ndarray, landmarker: FaceLandmarker, detect_max_side: int = 720, min_face_px: float = DEFAULT_MIN_FACE_PX
+) -> list[FaceLandmarks]:
+    """Every face in an RGB image with a landmark box of at least about `min_face_px` (image-mode landmarks,
+    normalised to the whole image).
 
-    First the whole image downscaled to `detect_max_side` (as preprocessing does per frame); if that finds no
-    face, overlapping square tiles from the image's short side down to a quarter of it, coarse to fine, stopping
-    at the first tile size that finds one; each face found in a tile is re-detected in a square around it, and
-    duplicates (the same face in several tiles) are merged.
+    The whole image downscaled to `detect_max_side` (as preprocessing does per frame), then overlapping square
+    tiles (half-tile overlap) from the image's short side down to 4 x `min_face_px`, halving: the face detector
+    sees a 128 px copy of its input and misses faces under ~15% of it, so a second, smaller face (or the only face
+    of a large photo) is found in the tiles. Each face found in a tile is re-detected in a square around it (which
+    also drops most false detections), and the same face seen several times is kept once, preferring its
+    whole-image landmarks.
+    """
+    return [face for face, _ in _detect_faces(image, landmarker, detect_max_side, min_face_px)]
+
+
+TILE_DETECT_SIDE = 384  # tiles are downscaled to this for detection (the detector itself looks at 128 px)
+
+
+def _detect_faces(image: np.ndarray, landmarker: FaceLandmarker, detect_max_side: int, min_face_px: float):
+    """`detect_faces` as (face, found on the whole image) pairs."""
+    height, width = image.shape[:2]
+    found = [(face, True) for face in landmarker.detect_all(detection_copy(image, detect_max_side))]
+    tile = min(height, width)
+    while tile >= max(4 * min_face_px, 64):
+        origins = _tile_origins(width, height, tile)
+        if len(origins) > 1 or (tile, tile) != (width, height):  # a single whole-image tile adds nothing
+            for x0, y0 in origins:
+                region = np.array([x0, y0, tile], dtype=np.float64)
+                window = detection_copy(image[y0 : y0 + tile, x0 : x0 + tile], TILE_DETECT_SIDE)
+                for face in landmarker.detect_all(window):
+                    found.append((_to_image_frame(face, region, width, height), False))
+        tile //= 2
+    whole = [pair for pair in found if pair[1]]
+    seen_in_tiles = _merge([pair for pair in found if not pair[1]], width, height)
+    # Tile faces already seen on the whole image need no second look; the others are re-detected.
+    whole_boxes = [face_box(face.points, width, height) for face, _ in whole]
+    new = [
+        pair
+        for pair in seen_in_tiles
+        if all(_iou(face_box(pair[0].points, width, height), box) <= 0.3 for box in whole_boxes)
+    ]
+    refined = [(_refine(image, face, landmarker, detect_max_side), False) for face, _ in new]
+    return _merge(whole + [pair for pair in refined if pair[0] is not None], width, height)
+
+
+def _track_still(image: np.ndarray, face: FaceLandmarks, on_whole_image: bool, settings: PreprocessSettings,
+                 max_frames: int = 12) -> np.ndarray:
+    """The landmarks a clip of this still image would get in preprocessing: there the landmarker runs in video
+    mode with one face, i.e. it tracks, and on a steady face the tracked landmarks settle (within ~6 frames) a
+    little away from the detection-seeded ones of image mode (the crop side ~2% larger on the astronaut). So the
+    chosen face is tracked over repeats of the same picture until its landmark box stops moving.
+
+    The tracker sees a square around the face cut from the very pixels preprocessing would give it (the detection
+    copy, whole-pixel aligned, so no resampling); faces found in tiles are small there, so for them the square is
+    taken from the full image at up to `detect_max_side` pixels. If tracking drifts to another face, the
+    image-mode landmarks are kept.
     """
     height, width = image.shape[:2]
-    faces = landmarker.detect_all(detection_copy(image, detect_max_side))
-    if faces:
-        return faces
-    short = min(height, width)
-    for tile in (short, short // 2, short // 4):
-        if tile < 64:
-            break
-        found = []
-        for x0, y0 in _tile_origins(width, height, tile):
-            region = np.array([x0, y0, tile], dtype=np.float64)
-            window = detection_copy(image[y0 : y0 + tile, x0 : x0 + tile], detect_max_side)
-            found += [_to_image_frame(f, region, width, height) for f in landmarker.detect_all(window)]
-        if found:
-            refined = [_refine(image, f, landmarker, detect_max_side) for f in _merge(found, width, height)]
-            return _merge([f for f in refined if f is not None], width, height)
-    return []
+    rough = face_box(face.points, width, height)
+    x0, y0, side = crop_boxes(rough[None], settings)[0]
+    grow = 0.5 * side  # the window: 2x the crop side, centred on the crop
+    if on_whole_image:
+        frame = detection_copy(image, settings.detect_max_side)
+        scale = frame.shape[1] / width
+        left, top = math.floor((x0 - grow) * scale), math.floor((y0 - grow) * scale)
+        extent = math.ceil((side + 2 * grow) * scale)
+        window_box = np.array([left, top, extent], dtype=np.float64)
+        window = crop_frame(frame, window_box, extent)  # an exact cut (scale 1, whole-pixel offsets), padded black
+        frame_height, frame_width = frame.shape[:2]
+    else:
+        window_box = np.array([x0 - grow, y0 - grow, side + 2 * grow])
+        window = crop_frame(image, window_box, int(min(settings.detect_max_side, round(window_box[2]))))
+        frame_height, frame_width = height, width
+    points, previous = face.points, None
+    with FaceLandmarker(settings.model_path, mode="video", num_faces=1) as tracker:
+        for index in range(max_frames):
+            found = tracker.detect_video_frame(window, timestamp_ms=index * 40)
+            if found is None:
+                break
+            tracked = _to_image_frame(found, window_box, frame_width, frame_height)
+            box = face_box(tracked.points, width, height)
+            if _iou(box, rough) < 0.5:  # locked on to something else
+                break
+            points = tracked.points
+            if previous is not None and np.abs(box - previous).max() < 0.02:
+                break
+            previous = box
+    return points
 
 
 def _tile_origins(width: int, height: int, tile: int) -> list[tuple[int, int]]:
@@ -257,15 +321,20 @@ def _refine(image: np.ndarray, face: FaceLandmarks, landmarker: FaceLandmarker, 
     return best
 
 
-def _merge(faces: list[FaceLandmarks], width: int, height: int) -> list[FaceLandmarks]:
-    """One face per person: of faces whose boxes overlap (IoU > 0.3) the largest is kept."""
-    boxes = [face_box(f.points, width, height) for f in faces]
-    order = sorted(range(len(faces)), key=lambda i: -_area(boxes[i]))
+def _merge(faces: list[tuple[FaceLandmarks, bool]], width: int, height: int) -> list[tuple[FaceLandmarks, bool]]:
+    """One entry per person: of (face, on whole image) pairs whose boxes overlap (IoU > 0.3), the one found on
+    the whole image, else the largest, is kept (in that order of preference)."""
+    boxes = [face_box(face.points, width, height) for face, _ in faces]
+    order = sorted(range(len(faces)), key=lambda i: (not faces[i][1], -_area(boxes[i])))
     kept: list[int] = []
     for i in order:
         if all(_iou(boxes[i], boxes[j]) <= 0.3 for j in kept):
             kept.append(i)
-    return [faces[i] for i in kept]
+    return [faces[i] for i in sorted(kept, key=order.index)]
+
+
+def _box_side(box: np.ndarray) -> float:
+    return float(max(box[2] - box[0], box[3] - box[1]))
 
 
 def _area(box: np.ndarray) -> float:
@@ -301,10 +370,19 @@ class PasteBack:
     `region="face"` (default) replaces the face (convex hull of the reference landmarks) and fades out over
     `feather` x crop side around it, keeping the portrait's own hair and background; `region="box"` replaces the
     whole crop square but for a faded rim of that width (for heads that move a lot). Either way the weight is 0 at
-    and outside the crop square's edge.
+    and outside the crop square's edge. `landmarks` ((T, 478, 3) or (478, 3), crop frame), e.g. the sequence the
+    generated frames follow, widens the face region to cover all of them (an open jaw, a turned head); default:
+    the reference landmarks `crop.landmarks`.
     """
 
-    def __init__(self, portrait: np.ndarray, crop: FaceCrop, feather: float = 0.1, region: str = "face"):
+    def __init__(
+        self,
+        portrait: np.ndarray,
+        crop: FaceCrop,
+        feather: float = 0.1,
+        region: str = "face",
+        landmarks: np.ndarray | None = None,
+    ):
         _check_portrait_size(portrait, crop)
         if region not in ("face", "box"):
             raise ValueError(f"region must be 'face' or 'box', got {region!r}")
@@ -312,6 +390,9 @@ class PasteBack:
             raise ValueError(f"feather must be in (0, 0.5], got {feather}")
         self.portrait = np.ascontiguousarray(portrait)
         self.crop = crop
+        self.landmarks = crop.landmarks if landmarks is None else np.asarray(landmarks, dtype=np.float32)
+        if self.landmarks.shape[-2:] != (478, 3):
+            raise ValueError(f"landmarks must be (..., 478, 3), got {self.landmarks.shape}")
         height, width = portrait.shape[:2]
         x0, y0, x1, y1 = crop.box
         # The part of the crop square inside the image: the only pixels that can change.
@@ -343,9 +424,9 @@ class PasteBack:
         return weight.astype(np.float32)[:, :, None]
 
     def _landmark_pixels(self) -> np.ndarray:
-        """The reference landmarks in the coordinates of the pasted region (pixels, x and y)."""
+        """All landmark points (x, y) in the pixel coordinates of the pasted region."""
         cx0, cy0, side = (float(v) for v in self.crop.crop_box)
-        xy = self.crop.landmarks[:, :2].astype(np.float64) * side + (cx0, cy0)
+        xy = self.landmarks[..., :2].reshape(-1, 2).astype(np.float64) * side + (cx0, cy0)
         return xy - (self.left, self.top) - 0.5  # continuous -> pixel-centre coordinates
 
     def _warp(self, face: np.ndarray) -> np.ndarray:
@@ -384,10 +465,15 @@ class PasteBack:
 
 
 def paste_back(
-    portrait: np.ndarray, face: np.ndarray, crop: FaceCrop, feather: float = 0.1, region: str = "face"
+    portrait: np.ndarray,
+    face: np.ndarray,
+    crop: FaceCrop,
+    feather: float = 0.1,
+    region: str = "face",
+    landmarks: np.ndarray | None = None,
 ) -> np.ndarray:
     """One generated face blended into a copy of the portrait (see `PasteBack`; build one for many frames)."""
-    return PasteBack(portrait, crop, feather=feather, region=region)(face)
+    return PasteBack(portrait, crop, feather=feather, region=region, landmarks=landmarks)(face)
 
 
 def _smoothstep(t: np.ndarray) -> np.ndarray:
