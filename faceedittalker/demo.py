@@ -10,7 +10,7 @@ serving). Requests wait in one queue with `concurrency` (default 1) running at a
 model's weights and the device are shared.
 
 Choices the issue leaves open (written down here):
-- The portrait input is a `gr.Image` that hands the uploaded file on unopened (`PortraitInput`): Gradio's own
+- The portrait input is a `gr.Image` that hands the uploaded file on unopened (`portrait_input`): Gradio's own
   image preprocessing would fail on a broken file with a generic message before our checks could name it.
 - The attribute sliders exist for every attribute of the library and are shown when the attribute is chosen,
   so the API endpoint has a fixed signature per model: portrait, speech, chosen names, ramp on/from/to,
@@ -50,18 +50,23 @@ ALPHA_STEP = 0.05
 CACHE_SECONDS = 3600  # Gradio's copies of inputs and outputs are deleted after this long
 
 
-class PortraitInput(gr.Image):
-    """`gr.Image` (same widget) that passes the uploaded file's path on without opening it, so a broken or
-    mislabelled file reaches the pipeline's checks and gets their one-line message."""
+def portrait_input(**kwargs: Any) -> gr.Image:
+    """A `gr.Image` upload (type filepath) that hands the uploaded file's path on without opening it, so a broken
+    or mislabelled file reaches the pipeline's checks and gets their one-line message (Gradio's own preprocessing
+    opens it with PIL and fails with a generic one). Set on the instance: a subclass of a Gradio component makes
+    Gradio write a `.pyi` stub beside this module at import time."""
+    image = gr.Image(type="filepath", **kwargs)
+    preprocess = image.preprocess
 
-    is_template = True  # rendered by the frontend's `image` component
-
-    def preprocess(self, payload: Any) -> str | None:
+    def pass_path_on(payload: Any) -> str | None:
         if payload is None:
             return None
         if payload.path:
             return str(payload.path)
-        return super().preprocess(payload)  # pasted or webcam images arrive as data URLs
+        return preprocess(payload)  # pasted images arrive as data URLs
+
+    image.preprocess = pass_path_on
+    return image
 
 
 @dataclass(frozen=True)
@@ -166,8 +171,7 @@ class DemoApp:
                         "facial attributes edited (Alg. 4).")  # fmt: skip
             with gr.Row():
                 with gr.Column():
-                    portrait = PortraitInput(label="Portrait", type="filepath", sources=["upload", "clipboard"],
-                                             elem_id="portrait")  # fmt: skip
+                    portrait = portrait_input(label="Portrait", sources=["upload", "clipboard"], elem_id="portrait")
                     speech = gr.Audio(label="Speech", sources=["upload", "microphone"], type="filepath",
                                       elem_id="speech")  # fmt: skip
                     if names:

@@ -137,6 +137,19 @@ class FaceEditTalkerOutput:
     landmarks_path: Path | None = None
 
 
+@dataclass
+class EditedPortrait:
+    """One edited portrait: the input, its face crop, the crop reconstructed and edited (R, R, 3), and the edit
+    pasted back into the whole portrait (H, W, 3); all uint8."""
+
+    portrait: np.ndarray
+    crop: FaceCrop
+    face: np.ndarray
+    reconstruction: np.ndarray
+    edited: np.ndarray
+    pasted: np.ndarray
+
+
 class FaceEditTalkerPipeline(PretrainedFolder):
     """Alg. 4 on one model folder: `pipe(portrait, audio, edit=..., alpha=..., output=...)`."""
 
@@ -290,7 +303,9 @@ class FaceEditTalkerPipeline(PretrainedFolder):
             # 4. Denoise all frames, window by window.
             z0 = model.denoise(z_T, codes, landmark_images, reference_image, num_frames, steps, progress=progress)
         # 5. Decode in batches, paste back, stream to the writer.
-        blend = PasteBack(image, crop) if paste_back else None
+        # The pasted region covers the face in every predicted frame (an open jaw reaches below the reference's).
+        blend = PasteBack(image, crop, landmarks=np.concatenate([crop.landmarks[None], landmarks])) if paste_back \
+            else None
         frames: list[np.ndarray] | None = [] if output is None else None
         with contextlib.ExitStack() as stack:
             writer = None if output is None else stack.enter_context(
@@ -316,6 +331,38 @@ class FaceEditTalkerPipeline(PretrainedFolder):
             edited_z_sem=codes.float().cpu(), frames=np.stack(frames) if frames is not None else None,
             landmarks_path=Path(landmarks_output) if landmarks_output is not None else None,
         )  # fmt: skip
+
+    @torch.no_grad()
+    def edit_image(
+        self,
+        portrait: str | os.PathLike | np.ndarray,
+        edit: str | Sequence[str] | None,
+        alpha: float | Sequence[float] | None = None,
+        steps: int | None = None,
+        face: str = "only",
+    ) -> EditedPortrait:
+        """Fig. 3 on one portrait through the video model: the crop's z_sem edited (Eq. 3) and decoded with the
+        crop's own Z_T, driven by its own landmarks (a still window, as in the inversion); frame 0 is kept."""
+        edits = parse_edits(edit, alpha)
+        if edits is None:
+            raise InputError("give an edit, e.g. edit=Eyeglasses alpha=0.8")
+        self.check_inputs(edits, steps, "fp32")
+        model = self.video_model
+        image, crop, x_ref = self.prepare_portrait(portrait, face)
+        size = model.landmark_image_size
+        reference_image = torch.from_numpy(render_sequence(crop.landmarks[None], size)).permute(0, 3, 1, 2)
+        reference_image = reference_image.float().div(255).to(self.device)  # (1, 3, S, S)
+        still = reference_image[:, None].expand(1, model.num_frames, -1, -1, -1)
+        z_sem, z_T = model.encode_reference(x_ref, reference_image)
+
+        def decode(code: torch.Tensor) -> np.ndarray:
+            z0 = model.denoise(z_T, code, still, reference_image, model.num_frames, steps)
+            return to_uint8(model.autoencoder.decode(z0[:, 0]).float())[0]
+
+        reconstruction = decode(z_sem)
+        edited = decode(self.edited_codes(z_sem, edits, 1))
+        return EditedPortrait(portrait=image, crop=crop, face=crop_face(image, crop, model.resolution),
+                              reconstruction=reconstruction, edited=edited, pasted=PasteBack(image, crop)(edited))
 
     def _autocast(self, precision: str) -> contextlib.AbstractContextManager:
         if precision == "fp32":

@@ -1,7 +1,9 @@
-"""Attribute editing of one face (Fig. 3): z_sem -> z_sem + alpha * w_att, decoded with the face's own Z_T.
+"""Attribute editing of a portrait (Fig. 3) with the model folder of the main command: z_sem -> z_sem + alpha * w_att
+(Eq. 3), decoded with the face's own Z_T and pasted back into the portrait (same size as the input).
 
-    python scripts/edit.py feature_space=runs/tiny/export attributes=runs/tiny-stage2/export \
-        input=face.png edits="{Eyeglasses: 0.3}" output=edited.png
+    python scripts/edit.py ref=portrait.png edit=Eyeglasses alpha=0.8 output=out.png
+    python scripts/edit.py ref=portrait.png edit=Eyeglasses alpha=0.8 grid=true     # input | reconstruction | edited
+    python scripts/edit.py ref=portrait.png edit=Smiling alpha=0.6 sweep=true       # a grid over alpha
 """
 
 from __future__ import annotations
@@ -9,45 +11,71 @@ from __future__ import annotations
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+import numpy as np
+import torch
+from omegaconf import DictConfig
 
 from faceedittalker import CONFIGS_DIR
-from faceedittalker.data.images import load_image
 from faceedittalker.errors import InputError, exit_on_input_error
-from faceedittalker.models.attributes import AttributeClassifier
-from faceedittalker.models.feature_space import ImageFeatureSpace
+from faceedittalker.pipeline import FaceEditTalkerPipeline, parse_edits
 from faceedittalker.utils.images import save_grid
 
+SWEEP_COLUMNS = 7
 
-def load_attribute_library(path: str) -> AttributeClassifier:
-    folder = Path(path).expanduser()
-    if (folder / "attribute_classifier").is_dir():
-        folder = folder / "attribute_classifier"
-    if not (folder / "config.json").is_file():
-        raise InputError(f"not a stage-2 export (no attribute_classifier/config.json): {path}")
-    return AttributeClassifier.from_pretrained(folder)
+
+def _load_infer():
+    """The main command's defaults and helpers (one place for the demo paths and the device choice)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("infer_script", Path(__file__).with_name("infer.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def as_tensor(image: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(image).permute(2, 0, 1)[None].float() / 127.5 - 1
 
 
 @hydra.main(config_path=str(CONFIGS_DIR), config_name="edit", version_base="1.3")
 @exit_on_input_error
-def main(cfg: DictConfig) -> None:
-    edits = OmegaConf.to_container(cfg.edits) if cfg.edits is not None else None
-    if not isinstance(edits, dict) or not edits:
-        raise InputError('give at least one edit, e.g. edits="{Eyeglasses: 0.3}"')
-    if not Path(cfg.input).is_file():
-        raise InputError(f"input image not found: {cfg.input}")
-    space = ImageFeatureSpace.from_pretrained(cfg.feature_space, device=cfg.device)
-    library = load_attribute_library(cfg.attributes).to(cfg.device)
-    try:
-        image = load_image(cfg.input, space.resolution)[None].to(cfg.device)
-    except (OSError, ValueError) as err:
-        raise InputError(f"cannot read image {cfg.input}: {err}") from err
-    z_sem = space.encode_semantic(image)
-    edited_z = library.edit(z_sem, {str(k): float(v) for k, v in edits.items()})  # checks names and alphas
-    z_T = space.encode_stochastic(image, z_sem, cfg.steps)
-    columns = [image, space.decode(z_T, z_sem, cfg.steps), space.decode(z_T, edited_z, cfg.steps)]
-    output = save_grid(columns, cfg.output, cfg.zoom)
-    print(f"wrote {output} (input | reconstruction | {', '.join(f'{k} {v:+g}' for k, v in edits.items())})")
+def main(cfg: DictConfig) -> Path:
+    infer = _load_infer()
+    edit, alpha = infer.plain(cfg.edit), infer.plain(cfg.alpha)
+    request = parse_edits(edit, alpha)  # checked before anything is loaded
+    if request is None:
+        raise InputError("give an edit, e.g. edit=Eyeglasses alpha=0.8")
+    ref = Path(cfg.ref or infer.DEMO_PORTRAIT).expanduser()
+    if not ref.is_file():
+        raise InputError(f"portrait not found: {ref}")
+    label = "_".join(f"{name}{value:+g}" for name, value in request.alphas.items())
+    output = Path(cfg.output or Path("outputs") / f"{ref.stem}_{label}.png").expanduser()
+    if output.suffix.lower() not in (".png", ".jpg", ".jpeg"):
+        raise InputError(f"output must be a .png or .jpg file: {output}")
+    if cfg.output is None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+    elif not output.parent.is_dir():
+        raise InputError(f"output folder not found: {output.parent}")
+    torch.manual_seed(cfg.seed)
+    device = infer.resolve_device(cfg.device)
+    pipe = FaceEditTalkerPipeline.from_pretrained(cfg.model or infer.DEMO_MODEL, device=device, vae=cfg.vae)
+    if cfg.sweep:
+        name, strength = next(iter(request.alphas.items()))
+        alphas = np.linspace(-abs(strength), abs(strength), SWEEP_COLUMNS)
+        results = [pipe.edit_image(ref, name, float(a), cfg.steps, cfg.face) for a in alphas]
+        columns = [as_tensor(results[0].face)] + [as_tensor(r.edited) for r in results]
+        save_grid(columns, output, cfg.zoom)
+        print(f"wrote {output} (input | {name} at alpha {', '.join(f'{a:+.2f}' for a in alphas)})")
+        return output
+    result = pipe.edit_image(ref, list(request.alphas), list(request.alphas.values()), cfg.steps, cfg.face)
+    if cfg.grid:
+        save_grid([as_tensor(result.face), as_tensor(result.reconstruction), as_tensor(result.edited)], output,
+                  cfg.zoom)  # fmt: skip
+        print(f"wrote {output} (input | reconstruction | {label})")
+    else:
+        save_grid([as_tensor(result.pasted)], output, 1, padding=0)
+        print(f"wrote {output} (the portrait with {label}, {result.pasted.shape[1]} x {result.pasted.shape[0]} px)")
+    return output
 
 
 if __name__ == "__main__":

@@ -28,10 +28,10 @@ def image_grid(columns: list[torch.Tensor], padding: int = 2) -> np.ndarray:
     return to_uint8(grid)
 
 
-def save_grid(columns: list[torch.Tensor], path: str | Path, zoom: int = 1) -> Path:
-    """Write `image_grid(columns)` as a picture, enlarged `zoom` times (nearest neighbour: tiny models work at
-    32 px), through a temporary file so that no half-written picture is left behind."""
-    picture = Image.fromarray(image_grid(columns))
+def save_grid(columns: list[torch.Tensor], path: str | Path, zoom: int = 1, padding: int = 2) -> Path:
+    """Write `image_grid(columns, padding)` as a picture, enlarged `zoom` times (nearest neighbour: tiny models
+    work at 32 px), through a temporary file so that no half-written picture is left behind."""
+    picture = Image.fromarray(image_grid(columns, padding))
     if zoom > 1:
         picture = picture.resize((picture.width * zoom, picture.height * zoom), Image.Resampling.NEAREST)
     path = Path(path)
