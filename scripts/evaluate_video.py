@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from faceedittalker import CONFIGS_DIR
 from faceedittalker.data.clips import ClipWindowDataset
-from faceedittalker.errors import exit_on_input_error
+from faceedittalker.errors import InputError, exit_on_input_error
 from faceedittalker.metrics.image import mouth_psnr, psnr
 from faceedittalker.models.talking_head import TalkingHeadModel
 from faceedittalker.utils.images import save_grid
@@ -61,6 +61,9 @@ def evaluate(model: TalkingHeadModel, loader: DataLoader, steps: int | None) -> 
 @hydra.main(config_path=str(CONFIGS_DIR), config_name="evaluate_video", version_base="1.3")
 @exit_on_input_error
 def main(cfg: DictConfig) -> None:
+    for key in ("windows", "batch_size"):
+        if not isinstance(cfg[key], int) or isinstance(cfg[key], bool) or cfg[key] < 1:
+            raise InputError(f"{key}={cfg[key]} must be a positive integer")
     model = TalkingHeadModel.from_pretrained(cfg.model, device=cfg.device)
     data = ClipWindowDataset(
         cfg.clips,

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from faceedittalker.data.images import ImageFolderDataset, write_latent_cache
-from faceedittalker.errors import InputError
+from faceedittalker.errors import InputError, exit_on_input_error
 from faceedittalker.models.autoencoder import IdentityAutoencoder
 from faceedittalker.synthetic.portraits import ensure_real_face_folder, real_face_crops
 
@@ -76,3 +76,34 @@ def test_real_face_folder_is_written_once_with_distinct_faces(tmp_path):
     mtime = files[0].stat().st_mtime
     ensure_real_face_folder(tmp_path / "faces", count=4, resolution=32)
     assert files[0].stat().st_mtime == mtime  # not regenerated
+
+
+def _truncated_jpegs(folder, count: int) -> None:
+    """JPEGs cut in half: their header passes the start-up check, decoding them fails."""
+    folder.mkdir()
+    for i, face in enumerate(real_face_crops(count, 128)):
+        Image.fromarray(face).save(folder / f"{i}.jpg")
+        data = (folder / f"{i}.jpg").read_bytes()
+        (folder / f"{i}.jpg").write_bytes(data[: len(data) // 2])
+
+
+def test_a_corrupt_image_is_replaced_by_the_next_one_that_decodes(tmp_path):
+    _truncated_jpegs(tmp_path / "faces", 2)
+    Image.fromarray(real_face_crops(3, 32)[2]).save(tmp_path / "faces" / "2.png")
+    dataset = ImageFolderDataset(tmp_path / "faces", 32, hflip=True)
+    assert len(dataset) == 6
+    item = dataset[0]  # 0.jpg fails, 1.jpg fails, 2.png is used
+    assert item["index"] == 2 and item["image"].shape == (3, 32, 32)
+    mirrored = dataset[3]  # the mirror of 0.jpg: the mirror of 2.png
+    torch.testing.assert_close(mirrored["image"], item["image"].flip(-1))
+
+
+def test_a_folder_where_every_image_is_corrupt_is_one_clear_error(tmp_path, capsys):
+    # Before: the next-image fallback recursed until RecursionError.
+    _truncated_jpegs(tmp_path / "faces", 3)
+    dataset = ImageFolderDataset(tmp_path / "faces", 32, hflip=True)
+    with pytest.raises(SystemExit) as exited:
+        exit_on_input_error(lambda: dataset[4])()
+    assert exited.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: none of the 3 images in") and "can be decoded" in lines[0]

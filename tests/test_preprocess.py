@@ -11,10 +11,12 @@ import numpy as np
 import pytest
 import soundfile
 from media_fixtures import faceless_video, talking_video, write_video
+from PIL import Image
 
 from faceedittalker import REPO_ROOT
 from faceedittalker.data.clips import ClipWindowDataset, list_clips, read_clip
 from faceedittalker.data.preprocess import Preprocessor, PreprocessSettings, iter_frames_at_fps, plan_clips
+from faceedittalker.errors import exit_on_input_error
 from faceedittalker.landmarks.detector import FaceLandmarker
 from faceedittalker.landmarks.pose import apply_pose, normalise_pose
 from faceedittalker.utils.files import TMP_PREFIX
@@ -234,3 +236,23 @@ def test_a_video_shorter_on_the_second_decode_is_rejected_and_leaves_nothing_hal
     assert summary["rejected"][0]["reason"] == "decoding failed: the second decode ended after 40 of 75 frames"
     assert sorted(p.name for p in output.iterdir()) == [".done", "report.json"]
     assert closed == [True]
+
+
+@pytest.mark.parametrize(("meta", "message"), [
+    ("{not json", "is not valid JSON"),
+    ('{"fps": 25}', "'num_frames' must be a non-negative number, got None"),
+    ('{"num_frames": 40, "fps": "25"}', "'fps' must be a positive number, got '25'"),
+])  # fmt: skip
+def test_a_malformed_meta_json_is_one_clear_error(tmp_path, capsys, meta, message):
+    clip = tmp_path / "clips" / "clip_000"
+    (clip / "frames").mkdir(parents=True)
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(clip / "frames" / "00000.png")
+    soundfile.write(clip / "audio.wav", np.zeros(640, np.float32), 16000)
+    np.save(clip / "landmarks.npy", np.zeros((1, 478, 3), np.float32))
+    (clip / "meta.json").write_text(meta)
+    for read in (lambda: ClipWindowDataset(tmp_path / "clips", num_frames=1), lambda: read_clip(clip)):
+        with pytest.raises(SystemExit) as exited:
+            exit_on_input_error(read)()
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert exited.value.code == 2 and len(lines) == 1
+        assert lines[0].startswith(f"error: {clip / 'meta.json'}") and message in lines[0]

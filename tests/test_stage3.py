@@ -101,6 +101,10 @@ def test_stage3_video_trains_exports_a_talking_head_model_and_resumes(tmp_path, 
     assert np.asarray(Image.open(tmp_path / "v.png")).shape == (4 * 34 + 2, 4 * 34 + 2, 3)
     bad = run_script("evaluate_video.py", f"model={tmp_path}", f"clips={clips}")
     assert bad.returncode == 2 and "not a stage-3 video model folder" in bad.stderr
+    no_windows = run_script("evaluate_video.py", f"model={export}", f"clips={clips}", "windows=0")
+    lines = [line for line in no_windows.stderr.strip().splitlines() if line.startswith("error:")]
+    assert no_windows.returncode == 2 and lines == ["error: windows=0 must be a positive integer"]
+    assert "Traceback" not in no_windows.stderr
     # Re-running with more steps resumes from the last checkpoint.
     _, resumed = train(tmp_path / "run", [*overrides, "trainer.max_steps=6"])
     assert resumed.step == 6 and ckpt.latest_checkpoint(tmp_path / "run" / "checkpoints").name.endswith("06")

@@ -12,9 +12,11 @@ import time
 import numpy as np
 import pytest
 import torch
+from accelerate import Accelerator
 from helpers import compose_train_config, run_script, tiny_overrides
 from PIL import Image
 from safetensors.torch import load_file
+from training_fixtures import IndexedNoiseStage1, train_indexed
 
 from faceedittalker import REPO_ROOT
 from faceedittalker.models.feature_space import ImageFeatureSpace
@@ -147,10 +149,86 @@ def test_tensorboard_logger_writes_event_files(tmp_path, tiny_cache):
     assert events and events[0].stat().st_size > 0
 
 
-def test_gradient_accumulation_counts_optimiser_steps(tmp_path, tiny_cache):
-    _, run_dir = train(tmp_path, tiny_cache, "trainer.gradient_accumulation_steps=2")
-    names = [p.name for p in ckpt.list_checkpoints(run_dir / "checkpoints")]
-    assert names == ["checkpoint-00000002", "checkpoint-00000004"]
+def _checkpoint_weights(run_dir) -> dict[str, torch.Tensor]:
+    """The raw (not EMA) weights of every trainable module in the latest checkpoint."""
+    last = ckpt.latest_checkpoint(run_dir / "checkpoints")
+    return {f"{path.stem}/{key}": value for path in sorted(last.glob("model*.safetensors"))
+            for key, value in load_file(path).items()}
+
+
+def _initial_weights(cfg, run_dir) -> dict[str, torch.Tensor]:
+    trainer = Trainer(cfg, IndexedNoiseStage1(cfg), run_dir)
+    trainer._build()
+    names = ["model", *(f"model_{i}" for i in range(1, len(trainer.models)))]
+    return {f"{name}/{key}": value.detach().clone() for name, model in zip(names, trainer.models.values(), strict=True)
+            for key, value in model.state_dict().items()}
+
+
+def _assert_same_update(a: dict, b: dict, initial: dict) -> None:
+    """a == b within float32 reordering noise, and both really moved away from the initial weights."""
+    assert a.keys() == b.keys() == initial.keys()
+    moved = max((a[k] - initial[k]).abs().max().item() for k in a)
+    apart = max((a[k] - b[k]).abs().max().item() for k in a)
+    print(f"largest weight change {moved:.2e}, largest difference between the runs {apart:.2e}")
+    assert moved > 1e-4 and apart < 1e-6
+
+
+def test_gradient_accumulation_gives_the_update_of_one_batch_of_the_same_global_size(tmp_path, tiny_cache):
+    # Global batch 4: one batch of 4 vs 2 accumulated micro-batches of 2 (t and eps fixed per image, so the two
+    # runs see the same loss). Measured: weights move by 3.0e-4 in 3 warm-up steps, the runs differ by 6e-8.
+    overrides = tiny_overrides(tiny_cache, "trainer.max_steps=3", "trainer.sample_every=100")
+    initial = _initial_weights(compose_train_config(overrides), tmp_path / "init")
+    train_indexed(tmp_path / "one", overrides)
+    accumulated = train_indexed(tmp_path / "acc", [*overrides, "trainer.gradient_accumulation_steps=2"])
+    assert accumulated.step == 3
+    names = [p.name for p in ckpt.list_checkpoints(tmp_path / "acc" / "checkpoints")]
+    assert names == ["checkpoint-00000002", "checkpoint-00000003"]  # optimiser steps, not micro-batches
+    _assert_same_update(_checkpoint_weights(tmp_path / "one"), _checkpoint_weights(tmp_path / "acc"), initial)
+
+
+def test_resume_is_exact_when_the_loader_length_is_not_a_multiple_of_the_accumulation_steps(tmp_path, tiny_cache):
+    # 5 images x 2 mirrors in micro-batches of 2: 5 per epoch, accumulated 3 by 3, so each epoch has 2 optimiser
+    # steps (3 + 2 micro-batches). 5 steps straight vs 3 steps, then resumed mid-epoch to 5: the same weights.
+    extra = ["+data.max_images=5", "trainer.batch_size=6", "trainer.gradient_accumulation_steps=3"]
+    straight, _ = train(tmp_path / "a", tiny_cache, *extra, "trainer.max_steps=5")
+    train(tmp_path / "b", tiny_cache, *extra, "trainer.max_steps=3")
+    resumed, _ = train(tmp_path / "b", tiny_cache, *extra, "trainer.max_steps=5")
+    a = load_file(straight / "unet" / "diffusion_pytorch_model.safetensors")
+    b = load_file(resumed / "unet" / "diffusion_pytorch_model.safetensors")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
+
+
+def test_logged_loss_is_the_mean_over_every_micro_batch_since_the_last_log(tmp_path, tiny_cache):
+    cfg = compose_train_config(tiny_overrides(tiny_cache, "trainer.gradient_accumulation_steps=2",
+                                              "trainer.log_every=2"))
+    stage = STAGES[1](cfg)
+    losses, logged = [], []
+    training_step = stage.training_step
+
+    def recording_step(batch, modules):
+        loss = training_step(batch, modules)
+        losses.append(loss.item())
+        return loss
+
+    stage.training_step = recording_step
+    trainer = Trainer(cfg, stage, tmp_path / "run")
+    trainer.accelerator.log = lambda values, step: logged.append((step, values["loss"]))
+    trainer.fit()
+    assert len(losses) == 8 and [step for step, _ in logged] == [2, 4]  # 4 steps of 2 micro-batches
+    assert logged[0][1] == pytest.approx(np.mean(losses[:4]), rel=1e-6)
+    assert logged[1][1] == pytest.approx(np.mean(losses[4:]), rel=1e-6)
+
+
+def test_a_failure_on_resume_that_is_not_a_config_mismatch_propagates(tmp_path, tiny_cache, monkeypatch):
+    train(tmp_path, tiny_cache, "trainer.max_steps=2")
+
+    def out_of_memory(self, *args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(Accelerator, "load_state", out_of_memory)
+    with pytest.raises(torch.OutOfMemoryError):  # not "does not fit this configuration ... start afresh"
+        train(tmp_path, tiny_cache)
 
 
 def test_cache_latents_script_then_training_reads_the_cache(tmp_path, tiny_cache):
@@ -192,6 +270,20 @@ def test_two_process_data_parallel_run_on_cpu_shares_one_run_folder(tmp_path, ti
     assert last.name == "checkpoint-00000004"
     assert {p.name for p in last.glob("random_states_*.pkl")} == {"random_states_0.pkl", "random_states_1.pkl"}
     assert (run_dir / "export" / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+
+
+def test_two_ranks_give_the_weights_of_one_rank_on_the_same_global_batch(tmp_path, tiny_cache):
+    # gloo on the CPU: 2 ranks x 2 images vs 1 rank x 4 images, 3 steps (t and eps fixed per image, so the
+    # gradient all-reduce is the only difference). Measured: weights move by ~2e-2, the runs differ by ~1e-7.
+    overrides = tiny_overrides(tiny_cache, "trainer.max_steps=3", "trainer.sample_every=100",
+                               "trainer.cpu=true")
+    initial = _initial_weights(compose_train_config(overrides), tmp_path / "init")
+    train_indexed(tmp_path / "one", overrides)
+    args = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29534",
+            str(REPO_ROOT / "tests" / "training_fixtures.py"), str(tmp_path / "two"), *overrides]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    _assert_same_update(_checkpoint_weights(tmp_path / "one"), _checkpoint_weights(tmp_path / "two"), initial)
 
 
 def test_resuming_with_a_changed_model_is_a_clear_error(tmp_path, tiny_cache):

@@ -102,6 +102,23 @@ def decode_frames(path: str | os.PathLike) -> Iterator[tuple[int, av.VideoFrame]
         yield from enumerate(container.decode(container.streams.video[0]))
 
 
+def read_meta(folder: str | os.PathLike) -> dict:
+    """A clip's `meta.json`; unreadable JSON or a missing/invalid `num_frames` or `fps` is an `InputError`."""
+    path = Path(folder) / "meta.json"
+    try:
+        meta = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise InputError(f"{path} is not valid JSON ({err})") from None
+    if not isinstance(meta, dict):
+        raise InputError(f"{path} must hold a JSON object, not {type(meta).__name__}")
+    for key in ("num_frames", "fps"):
+        value = meta.get(key)
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < (0 if key == "num_frames" else 1):
+            raise InputError(f"{path}: '{key}' must be a {'non-negative' if key == 'num_frames' else 'positive'} "
+                             f"number, got {value!r}")
+    return meta
+
+
 def _frame_files(folder: Path) -> list[Path]:
     return sorted(p for p in (folder / "frames").iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
 
@@ -111,7 +128,7 @@ def read_clip(folder: str | os.PathLike) -> Clip:
     folder = Path(folder)
     if not is_clip_folder(folder):
         raise InputError(f"not a complete clip folder: {folder}")
-    meta = json.loads((folder / "meta.json").read_text())
+    meta = read_meta(folder)
     audio, rate = soundfile.read(folder / "audio.wav", dtype="float32", always_2d=False)
     if rate != SAMPLE_RATE or audio.ndim != 1:
         raise InputError(f"{folder / 'audio.wav'} must be 16 kHz mono (is {rate} Hz, shape {audio.shape})")
@@ -166,7 +183,7 @@ class ClipWindowDataset(Dataset):
         self.resolution, self.load_frames, self.load_audio = resolution, load_frames, load_audio
         self.landmark_image_size = landmark_image_size
         self.landmark_thickness = landmark_thickness or default_thickness(landmark_image_size or 512)
-        self.meta = [json.loads((clip / "meta.json").read_text()) for clip in self.clips]
+        self.meta = [read_meta(clip) for clip in self.clips]
         self.index: list[tuple[int, int, int]] = []  # (clip, first frame, stride)
         for clip_index, meta in enumerate(self.meta):
             length = int(meta["num_frames"])

@@ -71,13 +71,20 @@ class ImageFolderDataset(Dataset):
         return 2 * len(self.files) if self.hflip else len(self.files)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor | int]:
-        flip, file_index = divmod(index, len(self.files))
-        path = self.files[file_index]
-        try:
-            image = load_image(path, self.resolution)
-        except (OSError, UnidentifiedImageError, ValueError) as err:
-            log.warning("cannot decode %s (%s); using the next image", path, err)
-            return self[(index + 1) % len(self)]
+        # A file that fails to decode is replaced by the next one that decodes; if none does, the folder is bad.
+        flip, first = divmod(index, len(self.files))
+        for attempt in range(len(self.files)):
+            file_index = (first + attempt) % len(self.files)
+            path = self.files[file_index]
+            try:
+                image = load_image(path, self.resolution)
+                break
+            except (OSError, UnidentifiedImageError, ValueError) as err:
+                reason = str(err)
+                log.warning("cannot decode %s (%s); using the next image", path, reason)
+        else:
+            raise InputError(f"none of the {len(self.files)} images in {self.root} can be decoded "
+                             f"(e.g. {path}: {reason})")
         item: dict[str, torch.Tensor | int] = {"image": image.flip(-1) if flip else image, "index": file_index}
         if self.latents is not None:
             item["latent"] = self.latents.get(path, flipped=bool(flip))

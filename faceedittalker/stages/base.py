@@ -13,6 +13,15 @@ from torch import nn
 from torch.utils.data import Dataset
 
 
+def configured_autoencoder_path(cfg: DictConfig) -> str | None:
+    """`autoencoder.pretrained` of the run config when its E_img is a VAE, else None.
+
+    Stages 2 and 3 load E_img with the stage-1 export; this path, when set, overrides the VAE folder stored there
+    (the export may come from another machine, or the VAE folder may have moved)."""
+    autoencoder = cfg.get("autoencoder") or {}
+    return autoencoder.get("pretrained") if autoencoder.get("kind") == "vae" else None
+
+
 @dataclass
 class StageModules:
     """`trainable` modules are optimised, EMA-averaged, checkpointed and exported with `save_pretrained`;
@@ -42,6 +51,10 @@ class Stage(ABC):
     @abstractmethod
     def training_step(self, batch: dict, modules: dict[str, nn.Module]) -> torch.Tensor:
         """The loss of one batch; `modules` holds trainable (possibly DDP-wrapped) and frozen modules."""
+
+    def sample_indices(self, dataset: Dataset, count: int) -> list[int]:
+        """The dataset items shown in every sample grid (fixed for the run): the first `count` by default."""
+        return list(range(min(count, len(dataset))))
 
     def sample(self, batch: dict, modules: dict[str, nn.Module]) -> np.ndarray | None:
         """A uint8 (H, W, 3) picture of what the model does now (EMA weights), or None."""

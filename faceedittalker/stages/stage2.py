@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from faceedittalker.errors import InputError
 from faceedittalker.metrics.semantics import balanced_accuracy
 from faceedittalker.models.feature_space import ImageFeatureSpace
-from faceedittalker.stages.base import Stage, StageModules
+from faceedittalker.stages.base import Stage, StageModules, configured_autoencoder_path
 from faceedittalker.utils.images import image_grid
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,8 @@ class Stage2(Stage):
     def _load_feature_space(self) -> ImageFeatureSpace:
         if not self.cfg.stage2.feature_space:
             raise InputError("stage 2 needs a trained stage-1 model: set stage2.feature_space=RUN/export")
-        return ImageFeatureSpace.from_pretrained(self.cfg.stage2.feature_space)
+        return ImageFeatureSpace.from_pretrained(self.cfg.stage2.feature_space,
+                                                 autoencoder_path=configured_autoencoder_path(self.cfg))
 
     @torch.no_grad()
     def build_dataset(self) -> Dataset:
@@ -82,7 +83,16 @@ class Stage2(Stage):
         classifier = instantiate(self.cfg.classifier, _convert_="all", names=list(self.names),
                                  z_dim=self.train_codes.shape[1])
         classifier.set_statistics(self.train_codes)
+        self._check_edit_preview(classifier)
         return StageModules(trainable={"attribute_classifier": classifier}, frozen={"feature_space": self.space})
+
+    def _check_edit_preview(self, classifier: nn.Module) -> None:
+        """The sample grids' edits, tried at build time on every rank: a bad name found at the first sample would
+        stop rank 0 alone and leave the other ranks waiting for it."""
+        try:
+            classifier.edit(torch.zeros(1, classifier.config.z_dim), dict(self.cfg.stage2.edit_preview))
+        except (ValueError, TypeError) as err:  # InputError is a ValueError; float("abc") too
+            raise InputError(f"stage2.edit_preview: {err}") from err
 
     def training_step(self, batch: dict, modules: dict[str, nn.Module]) -> torch.Tensor:
         logits = modules["attribute_classifier"](batch["z_sem"])  # (B, 40)

@@ -27,12 +27,10 @@ from faceedittalker.metrics.image import mouth_psnr, psnr
 from faceedittalker.models.feature_space import ImageFeatureSpace
 from faceedittalker.models.talking_head import TalkingHeadModel
 from faceedittalker.models.unet import ConditionalUNet
-from faceedittalker.stages.base import Stage, StageModules
+from faceedittalker.stages.base import Stage, StageModules, configured_autoencoder_path
 from faceedittalker.utils.images import image_grid
 
 log = logging.getLogger(__name__)
-
-
 
 
 class VideoStage(Stage):
@@ -41,7 +39,8 @@ class VideoStage(Stage):
     def build_dataset(self) -> Dataset:
         if not self.cfg.stage3.feature_space:
             raise InputError("stage 3 needs a trained stage-1 model: set stage3.feature_space=RUN/export")
-        self.space = ImageFeatureSpace.from_pretrained(self.cfg.stage3.feature_space)
+        self.space = ImageFeatureSpace.from_pretrained(self.cfg.stage3.feature_space,
+                                                       autoencoder_path=configured_autoencoder_path(self.cfg))
         video = self.cfg.stage3.video
         self.landmark_image_size = video.landmark_image_size or self.space.resolution
         dataset = instantiate(
@@ -102,6 +101,16 @@ class VideoStage(Stage):
             window_overlap=video.window_overlap, sample_steps=sampling.sample_steps,
             invert_steps=sampling.invert_steps,
         )  # fmt: skip
+
+    def sample_indices(self, dataset: Dataset, count: int) -> list[int]:
+        """One window from each of up to `min(count, 2)` different clips, spread over the clip list (the first
+        windows of the dataset all belong to clip 0): the logged PSNRs then compare two clips, not one twice."""
+        first_window: dict[int, int] = {}
+        for item, (clip, _, _) in enumerate(dataset.index):
+            first_window.setdefault(clip, item)
+        clips = sorted(first_window)
+        picks = np.linspace(0, len(clips) - 1, min(count, 2, len(clips))).round().astype(int)
+        return [first_window[clips[i]] for i in picks]
 
     @torch.no_grad()
     def sample(self, batch: dict, modules: dict[str, nn.Module]) -> np.ndarray:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import shutil
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from diffusers.training_utils import EMAModel
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from faceedittalker.errors import InputError
@@ -74,7 +75,8 @@ class Trainer:
         batch_size = self._per_device_batch_size()
         if len(dataset) < batch_size:
             raise InputError(f"the dataset has {len(dataset)} samples, fewer than one batch of {batch_size}")
-        self.sample_batch = next(iter(DataLoader(dataset, batch_size=self.tcfg.num_sample_images, shuffle=False)))
+        sample_items = self.stage.sample_indices(dataset, self.tcfg.num_sample_images)
+        self.sample_batch = next(iter(DataLoader(Subset(dataset, sample_items), batch_size=len(sample_items))))
         loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True,
                             num_workers=self.tcfg.num_workers, persistent_workers=self.tcfg.num_workers > 0,
                             generator=torch.Generator().manual_seed(self.cfg.seed))
@@ -120,7 +122,9 @@ class Trainer:
                 raise InputError(f"checkpoint not found or incomplete: {path}")
         try:
             self.accelerator.load_state(str(path))
-        except (RuntimeError, KeyError, ValueError) as err:  # e.g. the model config changed since it was saved
+        except (RuntimeError, ValueError) as err:
+            if not _is_state_mismatch(err):  # out of memory, a broken file, ...: a real failure, not bad input
+                raise
             raise InputError(f"{path} does not fit this configuration ({str(err).splitlines()[0][:200]}); use "
                              "another hydra.run.dir or trainer.resume=null to start afresh") from err
         state = ckpt.read_state(path)
@@ -210,12 +214,16 @@ class Trainer:
         self._build()
         self._resume()
         acc, tcfg = self.accelerator, self.tcfg
-        steps_per_epoch = max(len(self.loader) // tcfg.gradient_accumulation_steps, 1)
+        # Accelerate also steps the optimiser at the end of the loader, on a shorter last group when the loader
+        # length is not a multiple of the accumulation steps: an epoch has ceil(len / k) optimiser steps.
+        steps_per_epoch = math.ceil(len(self.loader) / tcfg.gradient_accumulation_steps)
         progress = tqdm(total=tcfg.max_steps, initial=self.step, desc=f"{self.stage.name}",
                         disable=not acc.is_local_main_process, dynamic_ncols=True)
         for model in self.models.values():
             model.train()
         params = [p for m in self.models.values() for p in m.parameters()]
+        # The logged loss: the mean over every micro-batch since the last log, then over the ranks (as DiT).
+        loss_sum, loss_count = torch.zeros((), device=acc.device), 0
         while self.step < tcfg.max_steps:
             epoch, done_in_epoch = divmod(self.step, steps_per_epoch)
             self.loader.set_epoch(epoch)  # a different, reproducible shuffle per epoch
@@ -229,6 +237,8 @@ class Trainer:
                     if not torch.isfinite(loss):
                         raise RuntimeError(f"loss is {loss.item()} at step {self.step}; lower the learning rate")
                     acc.backward(loss)
+                    loss_sum += loss.detach().float()
+                    loss_count += 1
                     if acc.sync_gradients and tcfg.max_grad_norm:
                         acc.clip_grad_norm_(params, tcfg.max_grad_norm)
                     self.optimizer.step()
@@ -239,10 +249,11 @@ class Trainer:
                     self.emas[name].step(acc.unwrap_model(model).parameters())
                 self.step += 1
                 progress.update(1)
-                loss_value = loss.detach().item()
-                progress.set_postfix(loss=f"{loss_value:.4f}")
                 if self.step % tcfg.log_every == 0 or self.step == tcfg.max_steps:
-                    acc.log({"loss": loss_value, "lr": lr}, step=self.step)
+                    mean_loss = acc.reduce(loss_sum / loss_count, reduction="mean").item()  # every rank calls it
+                    loss_sum, loss_count = torch.zeros((), device=acc.device), 0
+                    progress.set_postfix(loss=f"{mean_loss:.4f}")
+                    acc.log({"loss": mean_loss, "lr": lr}, step=self.step)
                 if self.step % tcfg.checkpoint_every == 0 or self.step == tcfg.max_steps:
                     self._save_checkpoint()
                 if acc.is_main_process and (self.step % tcfg.sample_every == 0 or self.step == tcfg.max_steps):
@@ -252,6 +263,15 @@ class Trainer:
         progress.close()
         acc.end_training()
         return self.run_dir / "export"
+
+
+def _is_state_mismatch(err: BaseException) -> bool:
+    """Whether loading a checkpoint failed because it was saved for other modules or another optimiser (a changed
+    config): torch's `load_state_dict` messages for missing/unexpected keys, wrong shapes and parameter groups."""
+    message = str(err)
+    if isinstance(err, RuntimeError):
+        return message.startswith("Error(s) in loading state_dict")
+    return "parameter group" in message and ("doesn't match the size" in message or "different number" in message)
 
 
 def _flat_config(cfg: DictConfig) -> dict[str, int | float | str | bool]:
