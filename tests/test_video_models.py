@@ -188,8 +188,8 @@ def test_generation_starts_every_frame_from_the_reference_code():
 
 def test_talking_head_model_round_trips_through_its_export(tmp_path):
     model = talking_head()
-    model.save_pretrained(tmp_path)
-    loaded = TalkingHeadModel.from_pretrained(tmp_path)
+    model.save_pretrained(tmp_path / "model")  # atomically: complete or absent
+    loaded = TalkingHeadModel.from_pretrained(tmp_path / "model")
     assert (loaded.num_frames, loaded.window_overlap, loaded.landmark_image_size) == (4, 2, 32)
     z_t, z_sem, images = torch.randn(1, 4, 3, 16, 16), torch.randn(1, 8), torch.rand(1, 4, 3, 32, 32)
     reference = torch.rand(1, 3, 32, 32)
