@@ -45,7 +45,7 @@ def encode(space: ImageFeatureSpace, images: torch.Tensor, batch_size: int, devi
 def main(cfg: DictConfig) -> None:
     if not 0 < cfg.held_out < 1:
         raise InputError(f"held_out must be a fraction in (0, 1), got {cfg.held_out}")
-    space = ImageFeatureSpace.from_pretrained(cfg.model, cfg.autoencoder_path, device=cfg.device)
+    space = ImageFeatureSpace.from_pretrained(cfg.model, device=cfg.device, autoencoder_path=cfg.autoencoder_path)
     if cfg.images:
         root = Path(cfg.images).expanduser()
         if not root.is_dir():

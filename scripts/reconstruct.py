@@ -24,7 +24,7 @@ from faceedittalker.utils.images import save_grid
 @hydra.main(config_path=str(CONFIGS_DIR), config_name="reconstruct", version_base="1.3")
 @exit_on_input_error
 def main(cfg: DictConfig) -> None:
-    space = ImageFeatureSpace.from_pretrained(cfg.model, cfg.autoencoder_path, device=cfg.device)
+    space = ImageFeatureSpace.from_pretrained(cfg.model, device=cfg.device, autoencoder_path=cfg.autoencoder_path)
     if cfg.images:
         dataset = ImageFolderDataset(cfg.images, space.resolution, hflip=False, max_images=cfg.count)
         images = torch.stack([dataset[i]["image"] for i in range(len(dataset))])

@@ -187,10 +187,10 @@ def test_paper_keeps_the_eps_mse_and_the_option_files_compose():
     from helpers import compose_train_config
     from hydra.utils import instantiate
 
-    paper = instantiate(compose_train_config(["stage=1", "experiment=paper"]).diffusion)
+    paper = instantiate(compose_train_config(["experiment=paper/stage1"]).diffusion)
     assert (paper.config.prediction_type, paper.config.loss_weighting, paper.config.timestep_shift) == (
         "epsilon", "none", 1.0)
-    cfg = compose_train_config(["stage=1", "experiment=tiny", "diffusion=v_minsnr", "unet=diffae_adagn"])
+    cfg = compose_train_config(["experiment=tiny/stage1", "diffusion=v_minsnr", "unet=diffae_adagn"])
     ddim = instantiate(cfg.diffusion)
     assert (ddim.config.prediction_type, ddim.config.loss_weighting, ddim.config.min_snr_gamma) == (
         "v_prediction", "min_snr", 5.0)

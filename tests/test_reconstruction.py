@@ -30,7 +30,7 @@ def test_overfitted_tiny_model_reconstructs_real_faces_through_inversion(tmp_pat
     # ignores z_sem exactly (its z_sem paths start at zero). One noise draw is noise-level, so 4 draws at t = 500.
     # Measured with diffusers 0.42.1 / torch 2.9.1 (Dec 2026): untrained 0.0 for every draw; this model +0.26 %,
     # +0.10 %, +0.16 %, +0.24 % (mean +0.19 %). Tiny z_sem learns little (README); the bound is half the smallest.
-    untrained_cfg = compose_train_config(["stage=1", "experiment=tiny", f"paths.cache_dir={tmp_path}"])
+    untrained_cfg = compose_train_config(["experiment=tiny/stage1", f"paths.cache_dir={tmp_path}"])
     untrained_stage = STAGES[1](untrained_cfg)
     modules = untrained_stage.build_modules()
     untrained = untrained_stage.feature_space({**modules.trainable, **modules.frozen})
