@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -31,3 +32,17 @@ def run_script(script: str, *args: str, timeout: float = 300) -> subprocess.Comp
     """Run `scripts/<script>` as a user would; returns the completed process (text output)."""
     return subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / script), *args], capture_output=True,
                           text=True, timeout=timeout, cwd=REPO_ROOT)
+
+
+def run_script_main(monkeypatch, script: str, *args: str) -> int:
+    """`scripts/<script>`'s Hydra main with these command-line keys, in this process (no interpreter start-up, so
+    fast); returns the exit code."""
+    spec = importlib.util.spec_from_file_location(Path(script).stem + "_script", REPO_ROOT / "scripts" / script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(sys, "argv", [script, *args])
+    try:
+        module.main()
+    except SystemExit as exit_:
+        return exit_.code
+    return 0

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import os
 import shutil
 import socket
-import sys
 import threading
 from pathlib import Path
 
@@ -16,7 +14,7 @@ import numpy as np
 import pytest
 import soundfile
 from gradio_client import Client, handle_file
-from helpers import run_script
+from helpers import run_script, run_script_main
 from PIL import Image
 from playwright.sync_api import sync_playwright
 
@@ -143,24 +141,8 @@ def test_demo_in_browser(demo_url, browser, tmp_path):
     assert generate_and_wait(page, first_src) == pytest.approx(speech_seconds, abs=0.1)
 
 
-INFER_SCRIPT = REPO_ROOT / "scripts" / "infer.py"
 
 
-def run_infer(monkeypatch, *args: str) -> int:
-    """scripts/infer.py's Hydra main with these command-line keys, in this process (no interpreter start-up);
-    returns the exit code."""
-    spec = importlib.util.spec_from_file_location("infer_script", INFER_SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    monkeypatch.setattr(sys, "argv", ["infer.py", *args])
-    try:
-        module.main()
-    except SystemExit as exit_:
-        return exit_.code
-    return 0
-
-
-@pytest.mark.skipif(not INFER_SCRIPT.is_file(), reason="scripts/infer.py (issue 9) is not merged yet")
 def test_client_matches_cli(demo_url, demo_pipeline, tiny_model, tmp_path, monkeypatch):
     """gradio_client against the running app and scripts/infer.py: same frame count, same soundtrack. Two requests
     sent at once both come back, one after the other (the queue runs one at a time per model)."""
@@ -181,8 +163,8 @@ def test_client_matches_cli(demo_url, demo_pipeline, tiny_model, tmp_path, monke
     side_frames = read_video(side)[0]
 
     cli_output = tmp_path / "cli.mp4"
-    assert run_infer(monkeypatch, f"ref={DEMO_PORTRAIT}", f"audio={speech}", f"model={tiny_model}", "edit=Eyeglasses",
-                     "alpha=0.8", "steps=2", "seed=3", "device=cpu", "save_landmarks=false",
+    assert run_script_main(monkeypatch, "infer.py", f"ref={DEMO_PORTRAIT}", f"audio={speech}", f"model={tiny_model}",
+                           "edit=Eyeglasses", "alpha=0.8", "steps=2", "seed=3", "device=cpu", "save_landmarks=false",
                      f"output={cli_output}") == 0  # fmt: skip
 
     frames, fps, audio, _ = read_video(served)

@@ -4,38 +4,22 @@ decorated `main` in this process (fast)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import shutil
-import sys
 
 import numpy as np
 import pytest
-from helpers import run_script
+from helpers import run_script, run_script_main
 from media_fixtures import ASTRONAUT_PATH, astronaut, speech_path, write_audio
 from PIL import Image
 
-from faceedittalker import REPO_ROOT
 from faceedittalker.data.audio import load_audio
-
-
-def load_main():
-    spec = importlib.util.spec_from_file_location("infer_script", REPO_ROOT / "scripts" / "infer.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
 
 
 def run_main(monkeypatch, capsys, *args: str) -> tuple[int, str]:
     """Call the Hydra main as the command line would; returns (exit code, stderr)."""
-    main = load_main()
-    monkeypatch.setattr(sys, "argv", ["infer.py", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as exit_:
-        code = exit_.code
+    code = run_script_main(monkeypatch, "infer.py", *args)
     return code, capsys.readouterr().err
 
 
