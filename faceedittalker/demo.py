@@ -37,14 +37,12 @@ import gradio as gr
 import hydra
 from omegaconf import DictConfig
 
-from faceedittalker import ASSETS_DIR, CONFIGS_DIR
+from faceedittalker import CONFIGS_DIR, DEMO_MODEL, DEMO_PORTRAIT, DEMO_SPEECH
+from faceedittalker.cli.options import resolve_device
 from faceedittalker.errors import InputError, exit_on_input_error, find_input_error
 
 log = logging.getLogger(__name__)
 
-DEMO_MODEL = ASSETS_DIR / "demo_model"
-DEMO_PORTRAIT = ASSETS_DIR / "astronaut.jpg"
-DEMO_SPEECH = ASSETS_DIR / "speech" / "en_female.wav"
 DEFAULT_ALPHA = 0.5
 ALPHA_STEP = 0.05
 CACHE_SECONDS = 3600  # Gradio's copies of inputs and outputs are deleted after this long
@@ -248,11 +246,10 @@ def one_line(err: BaseException) -> str:
 
 def load_pipeline(model: str | Path | None = None, device: str | None = None) -> Any:
     """The model folder (the bundled demo model when None) as a pipeline on `device` (cuda when there is one)."""
-    import torch
 
     from faceedittalker.pipeline import FaceEditTalkerPipeline
 
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(device)
     return FaceEditTalkerPipeline.from_pretrained(Path(model).expanduser() if model else DEMO_MODEL, device=device)
 
 

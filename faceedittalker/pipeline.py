@@ -25,8 +25,9 @@ import json
 import math
 import os
 import shutil
-from collections.abc import Sequence
-from dataclasses import dataclass
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +136,30 @@ class FaceEditTalkerOutput:
     edited_z_sem: torch.Tensor  # (1, Z) or (1, T, Z) the code(s) the frames were generated with
     frames: np.ndarray | None = None  # (T, H, W, 3) uint8 when no output path was given
     landmarks_path: Path | None = None
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per phase (PHASES)
+
+
+# The phases of one request, as `FaceEditTalkerOutput.timings` reports them (scripts/benchmark_infer.py).
+PHASES = ("reference", "audio", "denoising", "decoding", "writing")
+
+
+class PhaseTimer:
+    """Wall-clock seconds per phase, summed over the times a phase is entered (decoding and writing alternate).
+    On CUDA the device is synchronised at each boundary, so a phase is charged for its own kernels."""
+
+    def __init__(self, device: torch.device):
+        self.seconds = dict.fromkeys(PHASES, 0.0)
+        self._sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+    @contextlib.contextmanager
+    def __call__(self, phase: str) -> Iterator[None]:
+        self._sync()
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._sync()
+            self.seconds[phase] += time.perf_counter() - start
 
 
 @dataclass
@@ -281,11 +306,15 @@ class FaceEditTalkerPipeline(PretrainedFolder):
         if seed is not None:
             torch.manual_seed(seed)  # DDIM here is deterministic (eta = 0); the seed covers any randomness left
         model = self.video_model
+        timer = PhaseTimer(self.device)
+        autocast = self._autocast(precision)
         # 2. Encode the reference and the speech.
-        image, crop, x_ref = self.prepare_portrait(portrait, face)
-        waveform, features = self.prepare_audio(audio)
-        num_frames = features.shape[0]
-        landmarks = self.predict_landmarks(features, crop.landmarks)  # (T, 478, 3)
+        with timer("reference"):
+            image, crop, x_ref = self.prepare_portrait(portrait, face)
+        with timer("audio"):
+            waveform, features = self.prepare_audio(audio)
+            num_frames = features.shape[0]
+            landmarks = self.predict_landmarks(features, crop.landmarks)  # (T, 478, 3)
         size = model.landmark_image_size
 
         def landmark_images(index: tuple[slice, slice]) -> torch.Tensor:
@@ -295,12 +324,12 @@ class FaceEditTalkerPipeline(PretrainedFolder):
 
         reference_image = torch.from_numpy(render_sequence(crop.landmarks[None], size)).permute(0, 3, 1, 2)
         reference_image = reference_image.float().div(255).to(self.device)  # (1, 3, S, S)
-        autocast = self._autocast(precision)
         # 3. Prepare the codes: z_sem (edited once per request), Z_T by inversion with the unedited z_sem.
-        with autocast:
+        with timer("reference"), autocast:
             z_sem, z_T = model.encode_reference(x_ref, reference_image)
             codes = self.edited_codes(z_sem, edits, num_frames)
-            # 4. Denoise all frames, window by window.
+        # 4. Denoise all frames, window by window.
+        with timer("denoising"), autocast:
             z0 = model.denoise(z_T, codes, landmark_images, reference_image, num_frames, steps, progress=progress)
         # 5. Decode in batches, paste back, stream to the writer.
         # The pasted region covers the face in every predicted frame (an open jaw reaches below the reference's).
@@ -315,21 +344,26 @@ class FaceEditTalkerPipeline(PretrainedFolder):
             batches = range(0, num_frames, self.decode_batch_size)
             for start in tqdm(batches, desc="decoding", disable=not progress, leave=False):
                 part = slice(start, min(start + self.decode_batch_size, num_frames))
-                with autocast:
-                    decoded = model.autoencoder.decode(z0[0, part])  # (b, 3, R, R) in [-1, 1]
-                for offset, face_frame in enumerate(to_uint8(decoded.float())):
-                    frame = blend(face_frame) if blend is not None else face_frame
-                    if writer is not None:
-                        writer.write(frame)
-                    else:
-                        frames.append(frame)
-                    if side_writer is not None:
-                        side_writer.write(_beside(frame, landmarks[start + offset], size))
+                with timer("decoding"):
+                    with autocast:
+                        decoded = model.autoencoder.decode(z0[0, part])  # (b, 3, R, R) in [-1, 1]
+                    faces = to_uint8(decoded.float())
+                    pasted = [blend(face_frame) for face_frame in faces] if blend is not None else list(faces)
+                with timer("writing"):
+                    for offset, frame in enumerate(pasted):
+                        if writer is not None:
+                            writer.write(frame)
+                        else:
+                            frames.append(frame)
+                        if side_writer is not None:
+                            side_writer.write(_beside(frame, landmarks[start + offset], size))
+            with timer("writing"):
+                stack.close()  # flush the encoders and rename the files into place
         return FaceEditTalkerOutput(
             path=Path(output) if output is not None else None, num_frames=num_frames, fps=VIDEO_FPS,
             duration=len(waveform) / SAMPLE_RATE, crop=crop, landmarks=landmarks, z_sem=z_sem.float().cpu(),
             edited_z_sem=codes.float().cpu(), frames=np.stack(frames) if frames is not None else None,
-            landmarks_path=Path(landmarks_output) if landmarks_output is not None else None,
+            landmarks_path=Path(landmarks_output) if landmarks_output is not None else None, timings=timer.seconds,
         )  # fmt: skip
 
     @torch.no_grad()

@@ -9,6 +9,7 @@ P_ldm's head) reaches the output and a test can see it.
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import torch
@@ -92,8 +93,58 @@ def build_random_exports(root: str | Path, resolution: int = 32, seed: int = 0) 
 
 def build_random_model(output: str | Path, resolution: int = 32, seed: int = 0, overwrite: bool = False) -> Path:
     """A complete tiny random model folder at `output` (exports written beside it in a scratch folder)."""
-    import tempfile
-
     with tempfile.TemporaryDirectory() as scratch:
         video, landmarks, attributes = build_random_exports(scratch, resolution, seed)
         return assemble_model(video, landmarks, output, attributes=attributes, overwrite=overwrite)
+
+
+def build_paper_model(output: str | Path, overrides: tuple[str, ...] = (), overwrite: bool = False) -> Path:
+    """A model folder of the paper's configuration (`experiment=paper/...`: 512 px, SD-VAE latents, DiffAE-size
+    E_sem and eps_theta with temporal layers, E_ldm variant IV, wav2vec2-base P_ldm) with random weights, built
+    offline, for benchmarks of speed and memory. The VAE and wav2vec2 are written beside it (`<output>.parts`)."""
+    from diffusers import AutoencoderKL
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+    from transformers import Wav2Vec2Config, Wav2Vec2Model
+
+    from faceedittalker import CONFIGS_DIR
+    from faceedittalker.data.attributes import CELEBA_ATTRIBUTES
+    from faceedittalker.models.audio_encoder import AudioFeatureEncoder
+    from faceedittalker.models.autoencoder import SD_VAE_CONFIG
+    from faceedittalker.stages.stage1 import Stage1
+
+    output = Path(output)
+    parts = output.with_name(output.name + ".parts")
+    torch.manual_seed(0)
+    AutoencoderKL(**SD_VAE_CONFIG).save_pretrained(parts / "vae")
+    Wav2Vec2Model(Wav2Vec2Config()).save_pretrained(parts / "wav2vec2")  # wav2vec2-base's architecture
+    with initialize_config_dir(config_dir=str(CONFIGS_DIR), version_base="1.3"):
+        cfg = compose(config_name="train",
+                      overrides=["experiment=paper/stage1", f"autoencoder.pretrained={parts / 'vae'}", *overrides])
+    stage = Stage1(cfg)
+    modules = stage.build_modules()
+    image_unet, semantic, autoencoder = (modules.trainable["unet"], modules.trainable["semantic_encoder"],
+                                         modules.frozen["autoencoder"])  # fmt: skip
+    video, encoder_cfg = cfg.stage3.video, OmegaConf.to_container(cfg.landmark_encoder, resolve=True)
+    multiscale = encoder_cfg.pop("multiscale")
+    unet = ConditionalUNet.inflate(image_unet, cond_channels=encoder_cfg["cond_channels"], temporal_layers=True,
+                                   **OmegaConf.to_container(video.temporal, resolve=True))  # fmt: skip
+    landmark_size = video.landmark_image_size or cfg.resolution
+    landmark_encoder = instantiate(encoder_cfg, _convert_="all", image_size=landmark_size,
+                                   latent_size=cfg.resolution // autoencoder.downsample_factor,
+                                   residual_channels=unet.residual_channels if multiscale else [])  # fmt: skip
+    model = TalkingHeadModel(autoencoder, semantic, unet, landmark_encoder, stage.diffusion, cfg.resolution,
+                             landmark_size, num_frames=video.num_frames, window_overlap=video.window_overlap,
+                             sample_steps=cfg.sampling.sample_steps, invert_steps=cfg.sampling.invert_steps)
+    audio = AudioFeatureEncoder(parts / "wav2vec2")
+    predictor = instantiate(cfg.landmark_predictor, _convert_="all", audio_dim=audio.dim)
+    with tempfile.TemporaryDirectory() as scratch:
+        exports = Path(scratch)
+        model.save_pretrained(exports / "video", atomic=False)
+        predictor.save_pretrained(exports / "landmarks" / "landmark_predictor")
+        write_json_atomic(exports / "landmarks" / AUDIO_ENCODER_FILE, audio.describe())
+        library = AttributeClassifier(names=list(CELEBA_ATTRIBUTES), z_dim=semantic.config.z_dim)
+        library.save_pretrained(exports / "attributes" / "attribute_classifier")
+        return assemble_model(exports / "video", exports / "landmarks", output, attributes=exports / "attributes",
+                              overwrite=overwrite)  # fmt: skip

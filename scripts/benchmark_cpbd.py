@@ -11,7 +11,7 @@ import time
 import numpy as np
 from PIL import Image
 
-from faceedittalker import ASSETS_DIR
+from faceedittalker import DEMO_PORTRAIT
 from faceedittalker.metrics.cpbd import cpbd, to_grey
 
 
@@ -25,7 +25,7 @@ def timed(fn, repeats: int) -> tuple[float, float]:
 def main(repeats: int = 3) -> None:
     import cpbd as reference
 
-    with Image.open(ASSETS_DIR / "astronaut.jpg") as image:
+    with Image.open(DEMO_PORTRAIT) as image:
         astronaut = np.asarray(image.convert("RGB"))
     frames = {"512x512": astronaut, "256x256 crop": astronaut[100:356, 50:306],
               "256x256 resized": np.ascontiguousarray(astronaut[::2, ::2])}  # fmt: skip

@@ -15,22 +15,13 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from faceedittalker import CONFIGS_DIR
+from faceedittalker import CONFIGS_DIR, DEMO_MODEL, DEMO_PORTRAIT
+from faceedittalker.cli.options import plain, resolve_device
 from faceedittalker.errors import InputError, exit_on_input_error
 from faceedittalker.pipeline import FaceEditTalkerPipeline, parse_edits
 from faceedittalker.utils.images import save_grid
 
 SWEEP_COLUMNS = 7
-
-
-def _load_infer():
-    """The main command's defaults and helpers (one place for the demo paths and the device choice)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("infer_script", Path(__file__).with_name("infer.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def as_tensor(image: np.ndarray) -> torch.Tensor:
@@ -40,12 +31,11 @@ def as_tensor(image: np.ndarray) -> torch.Tensor:
 @hydra.main(config_path=str(CONFIGS_DIR), config_name="edit", version_base="1.3")
 @exit_on_input_error
 def main(cfg: DictConfig) -> Path:
-    infer = _load_infer()
-    edit, alpha = infer.plain(cfg.edit), infer.plain(cfg.alpha)
+    edit, alpha = plain(cfg.edit), plain(cfg.alpha)
     request = parse_edits(edit, alpha)  # checked before anything is loaded
     if request is None:
         raise InputError("give an edit, e.g. edit=Eyeglasses alpha=0.8")
-    ref = Path(cfg.ref or infer.DEMO_PORTRAIT).expanduser()
+    ref = Path(cfg.ref or DEMO_PORTRAIT).expanduser()
     if not ref.is_file():
         raise InputError(f"portrait not found: {ref}")
     label = "_".join(f"{name}{value:+g}" for name, value in request.alphas.items())
@@ -57,8 +47,8 @@ def main(cfg: DictConfig) -> Path:
     elif not output.parent.is_dir():
         raise InputError(f"output folder not found: {output.parent}")
     torch.manual_seed(cfg.seed)
-    device = infer.resolve_device(cfg.device)
-    pipe = FaceEditTalkerPipeline.from_pretrained(cfg.model or infer.DEMO_MODEL, device=device, vae=cfg.vae)
+    device = resolve_device(cfg.device)
+    pipe = FaceEditTalkerPipeline.from_pretrained(cfg.model or DEMO_MODEL, device=device, vae=cfg.vae)
     if cfg.sweep:
         name, strength = next(iter(request.alphas.items()))
         alphas = np.linspace(-abs(strength), abs(strength), SWEEP_COLUMNS)

@@ -13,29 +13,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import hydra
-import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from faceedittalker import ASSETS_DIR, CONFIGS_DIR
+from faceedittalker import CONFIGS_DIR, DEMO_MODEL, DEMO_PORTRAIT, DEMO_SPEECH
+from faceedittalker.cli.options import plain, resolve_device
 from faceedittalker.errors import InputError, exit_on_input_error
 from faceedittalker.pipeline import FaceEditTalkerPipeline
-
-DEMO_MODEL = ASSETS_DIR / "demo_model"
-DEMO_PORTRAIT = ASSETS_DIR / "astronaut.jpg"
-DEMO_SPEECH = ASSETS_DIR / "speech" / "en_female.wav"
-
-
-def plain(value):
-    """A Hydra value as plain Python (lists from ListConfig)."""
-    return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
-
-
-def resolve_device(device: str | None) -> str:
-    if device is None:
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise InputError(f"device={device} but no CUDA device is available (use device=cpu)")
-    return str(device)
 
 
 @hydra.main(config_path=str(CONFIGS_DIR), config_name="infer", version_base="1.3")

@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from faceedittalker import ASSETS_DIR
+from faceedittalker import DEMO_MODEL
 from faceedittalker.utils.files import atomic_directory
 
 SCRIPTS = Path(__file__).resolve().parent
@@ -22,7 +22,7 @@ def main() -> None:
     args = [a for a in sys.argv[1:] if a.startswith("output=")] or ["output=runs/quickstart"]
     run = Path(args[0].split("=", 1)[1]).expanduser().resolve()
     subprocess.run([sys.executable, str(SCRIPTS / "quickstart.py"), f"output={run}"], check=True)
-    target = ASSETS_DIR / "demo_model"
+    target = DEMO_MODEL
     with atomic_directory(target) as folder:
         shutil.copytree(run / "model", folder, dirs_exist_ok=True)
     size = sum(p.stat().st_size for p in target.rglob("*") if p.is_file()) / 2**20

@@ -23,7 +23,7 @@ import hydra
 from omegaconf import DictConfig
 from PIL import Image
 
-from faceedittalker import ASSETS_DIR, CONFIGS_DIR
+from faceedittalker import CONFIGS_DIR, DEMO_SPEECH
 from faceedittalker.errors import exit_on_input_error
 from faceedittalker.synthetic.sets import held_out_portrait
 
@@ -33,7 +33,7 @@ SCRIPTS = Path(__file__).resolve().parent
 def steps(out: Path, cfg: DictConfig) -> list[tuple[str, list[str]]]:
     """(name, command) of every step, in order."""
     cache = f"paths.cache_dir={out / 'cache'}"
-    speech = cfg.speech or str(ASSETS_DIR / "speech" / "en_female.wav")
+    speech = cfg.speech or str(DEMO_SPEECH)
     edit = [f"edit={cfg.edit}", f"alpha={cfg.alpha}"] if cfg.edit else []
 
     def train(name: str, *extra: str) -> list[str]:

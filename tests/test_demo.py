@@ -18,10 +18,10 @@ from helpers import run_script, run_script_main
 from PIL import Image
 from playwright.sync_api import sync_playwright
 
-from faceedittalker import REPO_ROOT
+from faceedittalker import DEMO_PORTRAIT, DEMO_SPEECH, REPO_ROOT
 from faceedittalker.data.audio import SAMPLE_RATE, load_audio
 from faceedittalker.data.video import read_video
-from faceedittalker.demo import DEMO_PORTRAIT, DEMO_SPEECH, DemoApp, load_pipeline
+from faceedittalker.demo import DemoApp, load_pipeline
 from faceedittalker.testing import TINY_ATTRIBUTES, build_random_model
 
 # Debian's chromium (Playwright's own browser download is not used); `.ci/run` installs it.

@@ -9,10 +9,8 @@ import av
 import numpy as np
 from media_fixtures import ASTRONAUT_PATH
 
-from faceedittalker import ASSETS_DIR
+from faceedittalker import DEMO_MODEL
 from faceedittalker.pipeline import FaceEditTalkerPipeline
-
-DEMO_MODEL = ASSETS_DIR / "demo_model"
 
 
 def test_demo_model_is_small_and_complete():

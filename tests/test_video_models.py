@@ -141,6 +141,27 @@ def test_windowed_denoising_averages_overlapping_windows():
     torch.testing.assert_close(lazy, windowed)
 
 
+@pytest.mark.parametrize("per_frame_codes", [False, True])
+def test_windows_denoised_in_one_batch_equal_windows_one_at_a_time(per_frame_codes):
+    # Temporal layers on and two videos: the batched windows must not mix frames of different windows or videos.
+    model = talking_head(temporal=True)
+    z_t, images, reference = torch.randn(2, 11, 3, 16, 16), torch.rand(2, 11, 3, 32, 32), torch.rand(2, 3, 32, 32)
+    z_sem = torch.randn(2, 11, 8) if per_frame_codes else torch.randn(2, 8)
+    results = {}
+    for per_call in (1, 2, 8):  # 11 frames -> 5 windows of 4: groups of 1, of 2 (one short group), all at once
+        model.window_batch_size = per_call
+        results[per_call] = model.denoiser(z_sem, images, reference)(z_t, torch.tensor(300))
+    torch.testing.assert_close(results[2], results[1], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(results[8], results[1], atol=1e-5, rtol=1e-4)
+    # A timestep per video (the training path) follows its video into every group.
+    model.window_batch_size = 2
+    per_video = model.denoiser(z_sem, images, reference)(z_t, torch.tensor([300, 300]))
+    torch.testing.assert_close(per_video, results[1], atol=1e-5, rtol=1e-4)
+    different = model.denoiser(z_sem, images, reference)(z_t, torch.tensor([300, 900]))
+    torch.testing.assert_close(different[0], results[1][0], atol=1e-5, rtol=1e-4)
+    assert (different[1] - results[1][1]).abs().max() > 1e-3
+
+
 def test_windowed_generation_with_features_per_window_equals_all_at_once():
     model = talking_head(temporal=False)
     images, reference = torch.rand(1, 7, 3, 32, 32), torch.rand(1, 3, 32, 32)
@@ -196,3 +217,14 @@ def test_talking_head_model_round_trips_through_its_export(tmp_path):
     expected = model.denoiser(z_sem, images, reference)(z_t, torch.tensor(5))
     actual = loaded.denoiser(z_sem, images, reference)(z_t, torch.tensor(5))
     torch.testing.assert_close(actual, expected)
+
+
+def test_evaluations_per_frame_count_what_the_denoiser_runs():
+    model = talking_head(temporal=False)  # windows of 4 frames, overlap 2
+    seen = []
+    model.unet.register_forward_pre_hook(lambda module, args: seen.append(args[0].shape[0] * args[0].shape[1]))
+    z_T, z_sem = torch.randn(1, 1, 3, 16, 16), torch.randn(1, 8)
+    model.denoise(z_T, z_sem, torch.rand(1, 11, 3, 32, 32), torch.rand(1, 3, 32, 32), 11, steps=3)
+    assert sum(seen) == 3 * 5 * 4  # 3 steps x windows at 0, 2, 4, 6, 7 x 4 frames
+    assert model.evaluations_per_frame(11, steps=3) == pytest.approx(sum(seen) / 11)
+    assert model.evaluations_per_frame(3, steps=3) == 3  # one short window: no overlap

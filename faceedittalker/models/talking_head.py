@@ -64,6 +64,7 @@ class TalkingHeadModel(PretrainedFolder, nn.Module):
         window_overlap: int = 4,
         sample_steps: int = 20,
         invert_steps: int = 20,
+        window_batch_size: int = 4,
     ):
         super().__init__()
         self.autoencoder = autoencoder
@@ -77,6 +78,7 @@ class TalkingHeadModel(PretrainedFolder, nn.Module):
         self.window_overlap = window_overlap
         self.sample_steps = sample_steps
         self.invert_steps = invert_steps
+        self.window_batch_size = window_batch_size
 
     # ----- conditions ------------------------------------------------------------------------------------
     def landmark_features(self, landmark_images: torch.Tensor, reference_image: torch.Tensor) -> LandmarkFeatures:
@@ -96,25 +98,43 @@ class TalkingHeadModel(PretrainedFolder, nn.Module):
         frames (so a long video's landmark images need never exist all at once). F is computed by E_ldm for
         each window when the window is denoised, at every step: E_ldm costs a fraction of the denoiser, and
         keeping F for every frame would grow with the length (at 512 px its residuals are ~5 MB a frame).
+        `window_batch_size` windows are denoised in one call; the result does not depend on it.
         """
-        window, overlap = self.num_frames, self.window_overlap
+        window, overlap, per_call = self.num_frames, self.window_overlap, self.window_batch_size
         images = landmark_images if callable(landmark_images) else landmark_images.__getitem__
         per_frame = z_sem.dim() == 3
 
         def eps(z_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            total = z_t.shape[1]  # z_t (B, T, C, h, w)
+            batch, total = z_t.shape[:2]  # z_t (B, T, C, h, w)
             out = torch.zeros_like(z_t)
             count = torch.zeros(total, device=z_t.device, dtype=z_t.dtype)
-            for start in window_starts(total, window, overlap):
-                part = slice(start, min(start + window, total))
-                frames = images((slice(None), part)).to(z_t.device)  # (B, W, 3, S, S)
-                features = self.landmark_features(frames, reference_landmark_image)
-                code = z_sem[:, part] if per_frame else z_sem  # (B, W, Z) or (B, Z)
-                out[:, part] += self.unet(z_t[:, part], t, code, features.cond, features.residuals or None)
-                count[part] += 1
+            starts = window_starts(total, window, overlap)
+            length = min(window, total)  # every window has this length (window_starts makes none short)
+            # Up to `window_batch_size` windows go through E_ldm and the denoiser as one batch: one call per
+            # group instead of per window, while memory stays bounded by the group, not the video length.
+            for first in range(0, len(starts), per_call):
+                group = starts[first:first + per_call]
+                parts = [slice(start, start + length) for start in group]
+                frames = torch.cat([images((slice(None), part)) for part in parts]).to(z_t.device)  # (G*B, W, 3, S, S)
+                reference = reference_landmark_image.repeat(len(group), 1, 1, 1)  # (G*B, 3, S, S)
+                features = self.landmark_features(frames, reference)
+                codes = torch.cat([z_sem[:, part] for part in parts]) if per_frame else z_sem.repeat(len(group), 1)
+                windows = torch.cat([z_t[:, part] for part in parts])  # (G*B, W, C, h, w)
+                steps = t.repeat(len(group)) if t.numel() == batch > 1 else t  # per-video timesteps follow the videos
+                predicted = self.unet(windows, steps, codes, features.cond, features.residuals or None)
+                for part, prediction in zip(parts, predicted.split(batch), strict=True):
+                    out[:, part] += prediction
+                    count[part] += 1
             return out / count[None, :, None, None, None]
 
         return eps
+
+    def evaluations_per_frame(self, num_frames: int, steps: int | None = None) -> float:
+        """Denoiser frame-evaluations per generated frame: steps x the windows' overlap factor (the reference's
+        inversion, once per request, not counted). The figure the field compares (steps x CFG for others)."""
+        length = min(self.num_frames, num_frames)
+        windows = len(window_starts(num_frames, self.num_frames, self.window_overlap))
+        return (steps or self.sample_steps) * windows * length / num_frames
 
     # ----- the reference ---------------------------------------------------------------------------------
     @torch.no_grad()
@@ -180,12 +200,14 @@ class TalkingHeadModel(PretrainedFolder, nn.Module):
             "diffusion": self.ddim.config_dict(),
             "sample_steps": self.sample_steps,
             "invert_steps": self.invert_steps,
+            "window_batch_size": self.window_batch_size,
         }
 
     @classmethod
     def _from_parts(cls, directory: Path, config: dict, parts: dict, autoencoder_path: str | None = None,
                     **_) -> TalkingHeadModel:
         """A stage-3 export folder; `autoencoder_path` overrides where the VAE weights live."""
-        names = ("resolution", "landmark_image_size", "num_frames", "window_overlap", "sample_steps", "invert_steps")
+        names = ("resolution", "landmark_image_size", "num_frames", "window_overlap", "sample_steps", "invert_steps",
+                 "window_batch_size")
         return cls(autoencoder=build_exported_autoencoder(config, autoencoder_path), ddim=DDIM(**config["diffusion"]),
                    **{k: config[k] for k in names if k in config}, **parts)  # fmt: skip
