@@ -41,12 +41,13 @@ from faceedittalker.data.portrait import FaceCrop, PasteBack, crop_face, find_fa
 from faceedittalker.data.video import VideoWriter
 from faceedittalker.errors import InputError
 from faceedittalker.landmarks.render import render_sequence
-from faceedittalker.models.attributes import AttributeClassifier
+from faceedittalker.models.attributes import AttributeClassifier, check_new_attribute
 from faceedittalker.models.audio_encoder import CachedAudioEncoder, build_audio_encoder
 from faceedittalker.models.landmark_predictor import LandmarkPredictor, predict_landmarks
 from faceedittalker.models.pretrained import FORMAT_VERSION, PretrainedFolder, atomic_folder
 from faceedittalker.models.talking_head import TalkingHeadModel
 from faceedittalker.training.checkpoint import write_json_atomic
+from faceedittalker.utils.files import atomic_directory
 from faceedittalker.utils.images import to_uint8
 
 MODEL_INDEX = "model_index.json"
@@ -219,14 +220,8 @@ class FaceEditTalkerPipeline(PretrainedFolder):
     def prepare_portrait(self, portrait: str | os.PathLike | np.ndarray, face: str = "only"
                          ) -> tuple[np.ndarray, FaceCrop, torch.Tensor]:
         """The portrait (H, W, 3) uint8, its face crop, and x_ref (1, 3, R, R) in [-1, 1]."""
-        source = "the portrait"
-        if not isinstance(portrait, np.ndarray):
-            source = str(portrait)
-            portrait = load_portrait(portrait)
-        crop = find_face(portrait, face=face, source=source)
-        face_image = crop_face(portrait, crop, self.video_model.resolution)  # (R, R, 3) uint8
-        x_ref = torch.from_numpy(face_image).permute(2, 0, 1)[None].float() / 127.5 - 1
-        return portrait, crop, x_ref.to(self.device)
+        image, crop, x_ref = crop_portrait(portrait, self.video_model.resolution, face)
+        return image, crop, x_ref.to(self.device)
 
     def prepare_audio(self, audio: str | os.PathLike | np.ndarray) -> tuple[np.ndarray, torch.Tensor]:
         """A 16 kHz mono waveform (checked to be speech) and its features A^{1:T} (T, D), T = ceil(duration x 25)."""
@@ -370,6 +365,18 @@ class FaceEditTalkerPipeline(PretrainedFolder):
         return torch.autocast(self.device.type, dtype=PRECISIONS[precision])
 
 
+def crop_portrait(portrait: str | os.PathLike | np.ndarray, resolution: int, face: str = "only"
+                  ) -> tuple[np.ndarray, FaceCrop, torch.Tensor]:
+    """A portrait (file or (H, W, 3) uint8) -> the image, its face crop and the crop (1, 3, R, R) in [-1, 1]."""
+    source = "the portrait"
+    if not isinstance(portrait, np.ndarray):
+        source = str(portrait)
+        portrait = load_portrait(portrait)
+    crop = find_face(portrait, face=face, source=source)
+    face_image = crop_face(portrait, crop, resolution)  # (R, R, 3) uint8
+    return portrait, crop, torch.from_numpy(face_image).permute(2, 0, 1)[None].float() / 127.5 - 1
+
+
 def _beside(frame: np.ndarray, landmarks: np.ndarray, size: int) -> np.ndarray:
     """A frame and, on its right, the landmark image that drove it, scaled to the frame's height."""
     drawn = render_sequence(landmarks[None], size)[0]
@@ -423,6 +430,65 @@ def assemble_model(video: str | os.PathLike, landmarks: str | os.PathLike, outpu
             index["attribute_library"] = AttributeClassifier.__name__
         write_json_atomic(tmp / MODEL_INDEX, index)
     return Path(output)
+
+
+@torch.no_grad()
+def encode_faces(video_model: TalkingHeadModel, images: Sequence[str | os.PathLike], crop: bool = True,
+                 face: str = "only", batch_size: int = 16) -> torch.Tensor:
+    """z_sem (N, Z) of image files: each portrait's face cropped as for inference (`crop`), or (`crop=False`)
+    the images taken as face crops already, centre-cropped and resized as the training images are. An image
+    that cannot be read, or (cropping) has no face, is an `InputError` naming it."""
+    from PIL import UnidentifiedImageError
+
+    from faceedittalker.data.images import load_image
+
+    resolution, device = video_model.resolution, next(video_model.unet.parameters()).device
+    faces = []
+    for path in images:
+        if crop:
+            faces.append(crop_portrait(path, resolution, face)[2][0])
+            continue
+        try:
+            faces.append(load_image(path, resolution))
+        except (OSError, UnidentifiedImageError, ValueError) as err:
+            raise InputError(f"cannot read image {path}: {err}") from err
+    stacked = torch.stack(faces)
+    return torch.cat([video_model.semantic_encoder(stacked[i:i + batch_size].to(device)).float().cpu()
+                      for i in range(0, len(stacked), batch_size)])
+
+
+def add_attribute(model: str | os.PathLike, name: str, positive: Sequence[str | os.PathLike],
+                  negative: Sequence[str | os.PathLike], output: str | os.PathLike | None = None,
+                  overwrite: bool = False, crop: bool = True, face: str = "only", device: str = "cpu",
+                  inverse_regularisation: float = 1.0) -> Path:
+    """A user-defined attribute from example images with it (`positive`) and without it (`negative`), added to
+    the attribute library of the model folder `model` (or of a copy at `output`), usable as `edit=<name>` like
+    the 40. The library folder is replaced atomically; a model without one gets a library of this attribute."""
+    directory, config = FaceEditTalkerPipeline.read_config(model)
+    if output is not None and Path(output).expanduser().exists():
+        raise InputError(f"{output} exists already; give a new output folder (or none, to add to {directory})")
+    video_model = FaceEditTalkerPipeline.load_part(directory, "video_model").to(device).eval()
+    library = FaceEditTalkerPipeline.load_part(directory, "attribute_library")
+    check_new_attribute(name, library.names if library is not None else [], len(positive), len(negative), overwrite)
+    codes = [encode_faces(video_model, images, crop, face) for images in (positive, negative)]
+    if library is None:
+        library = AttributeClassifier.from_examples(name, *codes, inverse_regularisation)
+    else:
+        library = library.with_attribute(name, *codes, inverse_regularisation, overwrite=overwrite)
+
+    def write(folder: Path) -> None:
+        with atomic_directory(folder / "attribute_library") as tmp:
+            library.save_pretrained(tmp, safe_serialization=True)
+        if config.get("attribute_library") != AttributeClassifier.__name__:
+            write_json_atomic(folder / MODEL_INDEX, {**config, "attribute_library": AttributeClassifier.__name__})
+
+    if output is None:
+        write(directory)
+        return directory
+    with atomic_folder(output) as tmp:  # the copy appears complete, with the new attribute, or not at all
+        shutil.copytree(directory, tmp, dirs_exist_ok=True)
+        write(tmp)
+    return Path(output).expanduser()
 
 
 def _check_weights(folder: Path, what: str) -> None:
