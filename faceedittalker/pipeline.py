@@ -342,27 +342,69 @@ class FaceEditTalkerPipeline(PretrainedFolder):
         if edits is None:
             raise InputError("give an edit, e.g. edit=Eyeglasses alpha=0.8")
         self.check_inputs(edits, steps, "fp32")
-        model = self.video_model
         image, crop, x_ref = self.prepare_portrait(portrait, face)
-        size = model.landmark_image_size
-        reference_image = torch.from_numpy(render_sequence(crop.landmarks[None], size)).permute(0, 3, 1, 2)
-        reference_image = reference_image.float().div(255).to(self.device)  # (1, 3, S, S)
-        still = reference_image[:, None].expand(1, model.num_frames, -1, -1, -1)
-        z_sem, z_T = model.encode_reference(x_ref, reference_image)
-
-        def decode(code: torch.Tensor) -> np.ndarray:
-            z0 = model.denoise(z_T, code, still, reference_image, model.num_frames, steps)
-            return to_uint8(model.autoencoder.decode(z0[:, 0]).float())[0]
-
-        reconstruction = decode(z_sem)
-        edited = decode(self.edited_codes(z_sem, edits, 1))
-        return EditedPortrait(portrait=image, crop=crop, face=crop_face(image, crop, model.resolution),
+        reference_image = self.landmark_image(crop.landmarks)
+        z_sem, z_T = self.video_model.encode_reference(x_ref, reference_image)
+        reconstruction = self.decode_still(z_T, z_sem, reference_image, steps)
+        edited = self.decode_still(z_T, self.edited_codes(z_sem, edits, 1), reference_image, steps)
+        return EditedPortrait(portrait=image, crop=crop, face=crop_face(image, crop, self.video_model.resolution),
                               reconstruction=reconstruction, edited=edited, pasted=PasteBack(image, crop)(edited))
+
+    @torch.no_grad()
+    def interpolate(self, a: str | os.PathLike | np.ndarray, b: str | os.PathLike | np.ndarray, count: int = 5,
+                    steps: int | None = None, face: str = "only") -> list[np.ndarray]:
+        """Fig. 7 as DiffAE: `count` faces (R, R, 3) uint8 from portrait a's face to b's, z_sem lerped and Z_T
+        slerped (Z_T is Gaussian-like, and a lerp would shrink its norm midway), each driven by the lerped
+        landmarks. The ends are a's and b's reconstructions."""
+        if not isinstance(count, int) or count < 2:
+            raise InputError(f"the interpolation needs at least 2 faces, got {count!r}")
+        self.check_inputs(None, steps, "fp32")
+        ends = []
+        for portrait in (a, b):
+            _, crop, x_ref = self.prepare_portrait(portrait, face)
+            z_sem, z_T = self.video_model.encode_reference(x_ref, self.landmark_image(crop.landmarks))
+            ends.append((crop.landmarks, z_sem, z_T))
+        (landmarks_a, z_sem_a, z_T_a), (landmarks_b, z_sem_b, z_T_b) = ends
+        faces = []
+        for t in np.linspace(0.0, 1.0, count):
+            landmark_image = self.landmark_image((1 - t) * landmarks_a + t * landmarks_b)
+            faces.append(self.decode_still(slerp(z_T_a, z_T_b, float(t)), torch.lerp(z_sem_a, z_sem_b, float(t)),
+                                           landmark_image, steps))  # fmt: skip
+        return faces
+
+    def landmark_image(self, landmarks: np.ndarray) -> torch.Tensor:
+        """Crop-frame landmarks (478, 3) -> the landmark image L (1, 3, S, S) in [0, 1] on the device."""
+        drawn = render_sequence(landmarks[None], self.video_model.landmark_image_size)
+        return torch.from_numpy(drawn).permute(0, 3, 1, 2).float().div(255).to(self.device)
+
+    @torch.no_grad()
+    def decode_still(self, z_T: torch.Tensor, z_sem: torch.Tensor, landmark_image: torch.Tensor,
+                     steps: int | None = None) -> np.ndarray:
+        """One face (R, R, 3) uint8 from Z_T and z_sem (1, Z), driven by one landmark image on a still window
+        (as in the inversion); frame 0 is kept."""
+        model = self.video_model
+        still = landmark_image[:, None].expand(1, model.num_frames, -1, -1, -1)
+        z0 = model.denoise(z_T, z_sem, still, landmark_image, model.num_frames, steps)
+        return to_uint8(model.autoencoder.decode(z0[:, 0]).float())[0]
 
     def _autocast(self, precision: str) -> contextlib.AbstractContextManager:
         if precision == "fp32":
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=PRECISIONS[precision])
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
+    """Spherical interpolation of two tensors of one shape, as flat vectors (t = 0: a, t = 1: b, exactly)."""
+    if t in (0.0, 1.0):
+        return a if t == 0.0 else b
+    x, y = a.flatten().double(), b.flatten().double()
+    cos = (x @ y / (x.norm() * y.norm()).clamp_min(1e-12)).clamp(-1, 1)
+    angle = torch.arccos(cos)
+    if angle < 1e-6:  # (nearly) parallel: the lerp is the same curve
+        mixed = torch.lerp(x, y, t)
+    else:
+        mixed = (torch.sin((1 - t) * angle) * x + torch.sin(t * angle) * y) / torch.sin(angle)
+    return mixed.to(a.dtype).view_as(a)
 
 
 def crop_portrait(portrait: str | os.PathLike | np.ndarray, resolution: int, face: str = "only"
