@@ -484,7 +484,7 @@ def encode_faces(video_model: TalkingHeadModel, images: Sequence[str | os.PathLi
 
     from faceedittalker.data.images import load_image
 
-    resolution, device = video_model.resolution, next(video_model.unet.parameters()).device
+    resolution = video_model.resolution
     faces = []
     for path in images:
         if crop:
@@ -494,9 +494,15 @@ def encode_faces(video_model: TalkingHeadModel, images: Sequence[str | os.PathLi
             faces.append(load_image(path, resolution))
         except (OSError, UnidentifiedImageError, ValueError) as err:
             raise InputError(f"cannot read image {path}: {err}") from err
-    stacked = torch.stack(faces)
-    return torch.cat([video_model.semantic_encoder(stacked[i:i + batch_size].to(device)).float().cpu()
-                      for i in range(0, len(stacked), batch_size)])
+    return semantic_codes(video_model, torch.stack(faces), batch_size)
+
+
+@torch.no_grad()
+def semantic_codes(video_model: TalkingHeadModel, faces: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
+    """E_sem of face crops (N, 3, R, R) in [-1, 1], batch by batch on the model's device -> z_sem (N, Z) on the CPU."""
+    device = next(video_model.unet.parameters()).device
+    return torch.cat([video_model.semantic_encoder(faces[i:i + batch_size].to(device)).float().cpu()
+                      for i in range(0, len(faces), batch_size)])
 
 
 def add_attribute(model: str | os.PathLike, name: str, positive: Sequence[str | os.PathLike],

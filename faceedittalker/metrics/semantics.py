@@ -143,3 +143,15 @@ def linear_probe_auc(features: torch.Tensor, labels: torch.Tensor, names: list[s
 def pooled_pixels(images: torch.Tensor, size: int = 8) -> torch.Tensor:
     """The thumbnail baseline of a probe: images (N, 3, R, R) average-pooled to size x size -> (N, 3 size^2)."""
     return F.adaptive_avg_pool2d(images.float(), size).flatten(1)
+
+
+def principal_components(features: torch.Tensor, count: int = 2) -> torch.Tensor:
+    """The centred features (N, D) projected on their first `count` principal axes, (N, count), in order of
+    decreasing variance (Fig. 6's PCA of z_sem); each axis's sign is fixed so that its largest loading is
+    positive, so that the picture does not flip between runs."""
+    centred = features.double() - features.double().mean(0)
+    _, _, vh = torch.linalg.svd(centred, full_matrices=False)  # rows of vh: the principal axes
+    axes = vh[:count]
+    largest = axes.gather(1, axes.abs().argmax(1, keepdim=True))
+    axes = axes * largest.sign()
+    return (centred @ axes.T).to(features.dtype)
