@@ -4,8 +4,9 @@
     python scripts/plot_z_sem.py model=DIR attributes=[Eyeglasses,Smiling] count=512 output=z_sem_pca.png
 
 One PCA of the codes of synthetic labelled faces (drawn at the model's resolution, faces none of the stages saw
-with these seeds); one panel per attribute over the same axes, faces with it in orange, without it in blue. If
-an attribute is linear in z_sem, as the edit directions assume, its two colours fall apart along some direction.
+with these seeds); one panel per attribute over the same axes, faces with it in orange, without it in blue
+(the title counts them: with/without). If an attribute is linear in z_sem, as the edit directions assume, its two
+colours fall apart along some direction.
 """
 
 from __future__ import annotations
@@ -43,8 +44,8 @@ def draw_panels(points: np.ndarray, labels: np.ndarray, names: list[str], size: 
         left = k * size
         draw.rectangle([left + margin // 2, top - margin // 2, left + size - margin // 2, size - margin // 2],
                        outline=(160, 160, 160))  # fmt: skip
-        draw.text((left + margin, margin // 2), f"{name}: {int(labels[:, k].sum())} with, "
-                  f"{int((~labels[:, k]).sum())} without", fill=(0, 0, 0))  # fmt: skip
+        counts = f"{int(labels[:, k].sum())}/{int((~labels[:, k]).sum())}"  # with / without
+        draw.text((left + margin, margin // 2), f"{name} {counts}", fill=(0, 0, 0))
         for positive in (False, True):  # the rarer class on top
             for x, y in xy[labels[:, k] == positive]:
                 draw.ellipse([left + x - radius, y - radius, left + x + radius, y + radius],
