@@ -42,12 +42,13 @@ from faceedittalker.data.portrait import FaceCrop, PasteBack, crop_face, find_fa
 from faceedittalker.data.video import VideoWriter
 from faceedittalker.errors import InputError
 from faceedittalker.landmarks.render import render_sequence
-from faceedittalker.models.attributes import AttributeClassifier
+from faceedittalker.models.attributes import AttributeClassifier, check_new_attribute
 from faceedittalker.models.audio_encoder import CachedAudioEncoder, build_audio_encoder
 from faceedittalker.models.landmark_predictor import LandmarkPredictor, predict_landmarks
 from faceedittalker.models.pretrained import FORMAT_VERSION, PretrainedFolder, atomic_folder
 from faceedittalker.models.talking_head import TalkingHeadModel
 from faceedittalker.training.checkpoint import write_json_atomic
+from faceedittalker.utils.files import atomic_directory
 from faceedittalker.utils.images import to_uint8
 
 MODEL_INDEX = "model_index.json"
@@ -244,14 +245,8 @@ class FaceEditTalkerPipeline(PretrainedFolder):
     def prepare_portrait(self, portrait: str | os.PathLike | np.ndarray, face: str = "only"
                          ) -> tuple[np.ndarray, FaceCrop, torch.Tensor]:
         """The portrait (H, W, 3) uint8, its face crop, and x_ref (1, 3, R, R) in [-1, 1]."""
-        source = "the portrait"
-        if not isinstance(portrait, np.ndarray):
-            source = str(portrait)
-            portrait = load_portrait(portrait)
-        crop = find_face(portrait, face=face, source=source)
-        face_image = crop_face(portrait, crop, self.video_model.resolution)  # (R, R, 3) uint8
-        x_ref = torch.from_numpy(face_image).permute(2, 0, 1)[None].float() / 127.5 - 1
-        return portrait, crop, x_ref.to(self.device)
+        image, crop, x_ref = crop_portrait(portrait, self.video_model.resolution, face)
+        return image, crop, x_ref.to(self.device)
 
     def prepare_audio(self, audio: str | os.PathLike | np.ndarray) -> tuple[np.ndarray, torch.Tensor]:
         """A 16 kHz mono waveform (checked to be speech) and its features A^{1:T} (T, D), T = ceil(duration x 25)."""
@@ -381,27 +376,81 @@ class FaceEditTalkerPipeline(PretrainedFolder):
         if edits is None:
             raise InputError("give an edit, e.g. edit=Eyeglasses alpha=0.8")
         self.check_inputs(edits, steps, "fp32")
-        model = self.video_model
         image, crop, x_ref = self.prepare_portrait(portrait, face)
-        size = model.landmark_image_size
-        reference_image = torch.from_numpy(render_sequence(crop.landmarks[None], size)).permute(0, 3, 1, 2)
-        reference_image = reference_image.float().div(255).to(self.device)  # (1, 3, S, S)
-        still = reference_image[:, None].expand(1, model.num_frames, -1, -1, -1)
-        z_sem, z_T = model.encode_reference(x_ref, reference_image)
-
-        def decode(code: torch.Tensor) -> np.ndarray:
-            z0 = model.denoise(z_T, code, still, reference_image, model.num_frames, steps)
-            return to_uint8(model.autoencoder.decode(z0[:, 0]).float())[0]
-
-        reconstruction = decode(z_sem)
-        edited = decode(self.edited_codes(z_sem, edits, 1))
-        return EditedPortrait(portrait=image, crop=crop, face=crop_face(image, crop, model.resolution),
+        reference_image = self.landmark_image(crop.landmarks)
+        z_sem, z_T = self.video_model.encode_reference(x_ref, reference_image)
+        reconstruction = self.decode_still(z_T, z_sem, reference_image, steps)
+        edited = self.decode_still(z_T, self.edited_codes(z_sem, edits, 1), reference_image, steps)
+        return EditedPortrait(portrait=image, crop=crop, face=crop_face(image, crop, self.video_model.resolution),
                               reconstruction=reconstruction, edited=edited, pasted=PasteBack(image, crop)(edited))
+
+    @torch.no_grad()
+    def interpolate(self, a: str | os.PathLike | np.ndarray, b: str | os.PathLike | np.ndarray, count: int = 5,
+                    steps: int | None = None, face: str = "only") -> list[np.ndarray]:
+        """Fig. 7 as DiffAE: `count` faces (R, R, 3) uint8 from portrait a's face to b's, z_sem lerped and Z_T
+        slerped (Z_T is Gaussian-like, and a lerp would shrink its norm midway), each driven by the lerped
+        landmarks. The ends are a's and b's reconstructions."""
+        if not isinstance(count, int) or count < 2:
+            raise InputError(f"the interpolation needs at least 2 faces, got {count!r}")
+        self.check_inputs(None, steps, "fp32")
+        ends = []
+        for portrait in (a, b):
+            _, crop, x_ref = self.prepare_portrait(portrait, face)
+            z_sem, z_T = self.video_model.encode_reference(x_ref, self.landmark_image(crop.landmarks))
+            ends.append((crop.landmarks, z_sem, z_T))
+        (landmarks_a, z_sem_a, z_T_a), (landmarks_b, z_sem_b, z_T_b) = ends
+        faces = []
+        for t in np.linspace(0.0, 1.0, count):
+            landmark_image = self.landmark_image((1 - t) * landmarks_a + t * landmarks_b)
+            faces.append(self.decode_still(slerp(z_T_a, z_T_b, float(t)), torch.lerp(z_sem_a, z_sem_b, float(t)),
+                                           landmark_image, steps))  # fmt: skip
+        return faces
+
+    def landmark_image(self, landmarks: np.ndarray) -> torch.Tensor:
+        """Crop-frame landmarks (478, 3) -> the landmark image L (1, 3, S, S) in [0, 1] on the device."""
+        drawn = render_sequence(landmarks[None], self.video_model.landmark_image_size)
+        return torch.from_numpy(drawn).permute(0, 3, 1, 2).float().div(255).to(self.device)
+
+    @torch.no_grad()
+    def decode_still(self, z_T: torch.Tensor, z_sem: torch.Tensor, landmark_image: torch.Tensor,
+                     steps: int | None = None) -> np.ndarray:
+        """One face (R, R, 3) uint8 from Z_T and z_sem (1, Z), driven by one landmark image on a still window
+        (as in the inversion); frame 0 is kept."""
+        model = self.video_model
+        still = landmark_image[:, None].expand(1, model.num_frames, -1, -1, -1)
+        z0 = model.denoise(z_T, z_sem, still, landmark_image, model.num_frames, steps)
+        return to_uint8(model.autoencoder.decode(z0[:, 0]).float())[0]
 
     def _autocast(self, precision: str) -> contextlib.AbstractContextManager:
         if precision == "fp32":
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=PRECISIONS[precision])
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
+    """Spherical interpolation of two tensors of one shape, as flat vectors (t = 0: a, t = 1: b, exactly)."""
+    if t in (0.0, 1.0):
+        return a if t == 0.0 else b
+    x, y = a.flatten().double(), b.flatten().double()
+    cos = (x @ y / (x.norm() * y.norm()).clamp_min(1e-12)).clamp(-1, 1)
+    angle = torch.arccos(cos)
+    if angle < 1e-6:  # (nearly) parallel: the lerp is the same curve
+        mixed = torch.lerp(x, y, t)
+    else:
+        mixed = (torch.sin((1 - t) * angle) * x + torch.sin(t * angle) * y) / torch.sin(angle)
+    return mixed.to(a.dtype).view_as(a)
+
+
+def crop_portrait(portrait: str | os.PathLike | np.ndarray, resolution: int, face: str = "only"
+                  ) -> tuple[np.ndarray, FaceCrop, torch.Tensor]:
+    """A portrait (file or (H, W, 3) uint8) -> the image, its face crop and the crop (1, 3, R, R) in [-1, 1]."""
+    source = "the portrait"
+    if not isinstance(portrait, np.ndarray):
+        source = str(portrait)
+        portrait = load_portrait(portrait)
+    crop = find_face(portrait, face=face, source=source)
+    face_image = crop_face(portrait, crop, resolution)  # (R, R, 3) uint8
+    return portrait, crop, torch.from_numpy(face_image).permute(2, 0, 1)[None].float() / 127.5 - 1
 
 
 def _beside(frame: np.ndarray, landmarks: np.ndarray, size: int) -> np.ndarray:
@@ -457,6 +506,71 @@ def assemble_model(video: str | os.PathLike, landmarks: str | os.PathLike, outpu
             index["attribute_library"] = AttributeClassifier.__name__
         write_json_atomic(tmp / MODEL_INDEX, index)
     return Path(output)
+
+
+@torch.no_grad()
+def encode_faces(video_model: TalkingHeadModel, images: Sequence[str | os.PathLike], crop: bool = True,
+                 face: str = "only", batch_size: int = 16) -> torch.Tensor:
+    """z_sem (N, Z) of image files: each portrait's face cropped as for inference (`crop`), or (`crop=False`)
+    the images taken as face crops already, centre-cropped and resized as the training images are. An image
+    that cannot be read, or (cropping) has no face, is an `InputError` naming it."""
+    from PIL import UnidentifiedImageError
+
+    from faceedittalker.data.images import load_image
+
+    resolution = video_model.resolution
+    faces = []
+    for path in images:
+        if crop:
+            faces.append(crop_portrait(path, resolution, face)[2][0])
+            continue
+        try:
+            faces.append(load_image(path, resolution))
+        except (OSError, UnidentifiedImageError, ValueError) as err:
+            raise InputError(f"cannot read image {path}: {err}") from err
+    return semantic_codes(video_model, torch.stack(faces), batch_size)
+
+
+@torch.no_grad()
+def semantic_codes(video_model: TalkingHeadModel, faces: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
+    """E_sem of face crops (N, 3, R, R) in [-1, 1], batch by batch on the model's device -> z_sem (N, Z) on the CPU."""
+    device = next(video_model.unet.parameters()).device
+    return torch.cat([video_model.semantic_encoder(faces[i:i + batch_size].to(device)).float().cpu()
+                      for i in range(0, len(faces), batch_size)])
+
+
+def add_attribute(model: str | os.PathLike, name: str, positive: Sequence[str | os.PathLike],
+                  negative: Sequence[str | os.PathLike], output: str | os.PathLike | None = None,
+                  overwrite: bool = False, crop: bool = True, face: str = "only", device: str = "cpu",
+                  inverse_regularisation: float = 1.0) -> Path:
+    """A user-defined attribute from example images with it (`positive`) and without it (`negative`), added to
+    the attribute library of the model folder `model` (or of a copy at `output`), usable as `edit=<name>` like
+    the 40. The library folder is replaced atomically; a model without one gets a library of this attribute."""
+    directory, config = FaceEditTalkerPipeline.read_config(model)
+    if output is not None and Path(output).expanduser().exists():
+        raise InputError(f"{output} exists already; give a new output folder (or none, to add to {directory})")
+    video_model = FaceEditTalkerPipeline.load_part(directory, "video_model").to(device).eval()
+    library = FaceEditTalkerPipeline.load_part(directory, "attribute_library")
+    check_new_attribute(name, library.names if library is not None else [], len(positive), len(negative), overwrite)
+    codes = [encode_faces(video_model, images, crop, face) for images in (positive, negative)]
+    if library is None:
+        library = AttributeClassifier.from_examples(name, *codes, inverse_regularisation)
+    else:
+        library = library.with_attribute(name, *codes, inverse_regularisation, overwrite=overwrite)
+
+    def write(folder: Path) -> None:
+        with atomic_directory(folder / "attribute_library") as tmp:
+            library.save_pretrained(tmp, safe_serialization=True)
+        if config.get("attribute_library") != AttributeClassifier.__name__:
+            write_json_atomic(folder / MODEL_INDEX, {**config, "attribute_library": AttributeClassifier.__name__})
+
+    if output is None:
+        write(directory)
+        return directory
+    with atomic_folder(output) as tmp:  # the copy appears complete, with the new attribute, or not at all
+        shutil.copytree(directory, tmp, dirs_exist_ok=True)
+        write(tmp)
+    return Path(output).expanduser()
 
 
 def _check_weights(folder: Path, what: str) -> None:

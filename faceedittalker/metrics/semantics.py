@@ -83,17 +83,14 @@ def binary_auc(scores: torch.Tensor, truth: torch.Tensor) -> float | None:
     return (rank_sum - positives * (positives + 1) / 2) / (positives * negatives)
 
 
-def fit_logistic_probe(features: torch.Tensor, labels: torch.Tensor, inverse_regularisation: float = 1.0,
-                       max_iterations: int = 200) -> Callable[[torch.Tensor], torch.Tensor]:
-    """One class-balanced, L2-regularised logistic regression per label column, on standardised features.
+def fit_logistic_regression(x: torch.Tensor, labels: torch.Tensor, inverse_regularisation: float = 1.0,
+                            max_iterations: int = 200) -> tuple[torch.Tensor, torch.Tensor]:
+    """One class-balanced, L2-regularised logistic regression per label column on features x (N, D) as given.
 
-    features (N, D), labels (N, K) boolean. Each class of each column weighs half of the loss (scikit-learn's
+    labels (N, K) boolean. Each class of each column weighs half of the loss (scikit-learn's
     `class_weight="balanced"`), and the penalty is ||w||^2 / (2 C) on the summed loss (its `C`), solved to
-    convergence by L-BFGS on the full batch (the problem is convex). Returns a function from features (M, D) to
-    logits (M, K)."""
-    mean, std = features.mean(0), features.std(0).clamp_min(1e-6)
-    x = ((features - mean) / std).double()  # (N, D)
-    y = labels.double()  # (N, K)
+    convergence by L-BFGS on the full batch (the problem is convex). Returns (weight (D, K), bias (K,)), float64."""
+    x, y = x.double(), labels.double()
     n = len(x)
     positives = y.sum(0).clamp_min(1)  # (K,)
     negatives = (n - y.sum(0)).clamp_min(1)
@@ -112,7 +109,15 @@ def fit_logistic_probe(features: torch.Tensor, labels: torch.Tensor, inverse_reg
         return loss
 
     optimiser.step(closure)
-    weight, bias = weight.detach(), bias.detach()
+    return weight.detach(), bias.detach()
+
+
+def fit_logistic_probe(features: torch.Tensor, labels: torch.Tensor, inverse_regularisation: float = 1.0,
+                       max_iterations: int = 200) -> Callable[[torch.Tensor], torch.Tensor]:
+    """`fit_logistic_regression` on the standardised features (N, D); returns a function from features (M, D)
+    to logits (M, K)."""
+    mean, std = features.mean(0), features.std(0).clamp_min(1e-6)
+    weight, bias = fit_logistic_regression((features - mean) / std, labels, inverse_regularisation, max_iterations)
     return lambda new: ((new - mean) / std).double() @ weight + bias
 
 
@@ -138,3 +143,15 @@ def linear_probe_auc(features: torch.Tensor, labels: torch.Tensor, names: list[s
 def pooled_pixels(images: torch.Tensor, size: int = 8) -> torch.Tensor:
     """The thumbnail baseline of a probe: images (N, 3, R, R) average-pooled to size x size -> (N, 3 size^2)."""
     return F.adaptive_avg_pool2d(images.float(), size).flatten(1)
+
+
+def principal_components(features: torch.Tensor, count: int = 2) -> torch.Tensor:
+    """The centred features (N, D) projected on their first `count` principal axes, (N, count), in order of
+    decreasing variance (Fig. 6's PCA of z_sem); each axis's sign is fixed so that its largest loading is
+    positive, so that the picture does not flip between runs."""
+    centred = features.double() - features.double().mean(0)
+    _, _, vh = torch.linalg.svd(centred, full_matrices=False)  # rows of vh: the principal axes
+    axes = vh[:count]
+    largest = axes.gather(1, axes.abs().argmax(1, keepdim=True))
+    axes = axes * largest.sign()
+    return (centred @ axes.T).to(features.dtype)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -26,6 +27,9 @@ from torch import nn
 from faceedittalker.errors import InputError
 
 MAX_ALPHA = 1.0  # |alpha| beyond this moves z_sem by more than its own norm: refused as a likely mistake
+MIN_EXAMPLES = 4  # per side for a user-defined attribute: fewer, and the direction is mostly who the faces are
+# Letters, digits, _ and -: a name must survive `edit=[A,B]` on the command line.
+ATTRIBUTE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 
 
 class AttributeClassifier(ModelMixin, ConfigMixin):
@@ -42,6 +46,42 @@ class AttributeClassifier(ModelMixin, ConfigMixin):
     @property
     def names(self) -> list[str]:
         return list(self.config.names)
+
+    @classmethod
+    def from_examples(cls, name: str, positive: torch.Tensor, negative: torch.Tensor,
+                      inverse_regularisation: float = 1.0) -> AttributeClassifier:
+        """A library of one attribute fitted on example codes alone (a model folder without a library): mu and
+        sigma are those of the examples."""
+        library = cls(names=[name], z_dim=positive.shape[1])
+        library.set_statistics(torch.cat([positive, negative]).float())
+        return library.with_attribute(name, positive, negative, inverse_regularisation, overwrite=True)
+
+    @torch.no_grad()
+    def with_attribute(self, name: str, positive: torch.Tensor, negative: torch.Tensor,
+                       inverse_regularisation: float = 1.0, overwrite: bool = False) -> AttributeClassifier:
+        """A copy of the library with one more attribute (or `name`'s row refitted, with `overwrite`), from the
+        z_sem (N, D) of faces with it (`positive`) and without it (`negative`).
+
+        As stage 2 does for the 40: a linear classifier on the codes standardised with this library's mu and
+        sigma (so the new direction lives where the others do), here a class-balanced L2 logistic regression
+        solved exactly (a few examples, not a data set to train on); its weight row is the edit direction."""
+        from faceedittalker.metrics.semantics import fit_logistic_regression
+
+        check_new_attribute(name, self.names, len(positive), len(negative), overwrite)
+        codes = self.standardise(torch.cat([positive, negative]).float().to(self.z_mean.device))
+        labels = torch.cat([torch.ones(len(positive), 1), torch.zeros(len(negative), 1)]).bool()
+        weight, bias = fit_logistic_regression(codes.cpu(), labels, inverse_regularisation)  # (D, 1), (1,)
+        names = self.names if name in self.names else [*self.names, name]
+        library = type(self)(names=names, z_dim=self.config.z_dim).to(self.z_mean.device)
+        library.z_mean.copy_(self.z_mean)
+        library.z_std.copy_(self.z_std)
+        rows = len(self.names)
+        library.linear.weight[:rows] = self.linear.weight
+        library.linear.bias[:rows] = self.linear.bias
+        row = names.index(name)
+        library.linear.weight[row] = weight[:, 0].to(library.linear.weight)
+        library.linear.bias[row] = bias[0].to(library.linear.bias)
+        return library.eval()
 
     def set_statistics(self, z_sem: torch.Tensor) -> None:
         """Fix mu and sigma from the codes of the training set, (N, D)."""
@@ -87,3 +127,15 @@ class AttributeClassifier(ModelMixin, ConfigMixin):
                 raise InputError(f"alpha={alpha} for {name} is out of range [-{MAX_ALPHA}, {MAX_ALPHA}]")
             zn = zn + float(alpha) * scale * self.direction(name)
         return zn * self.z_std + self.z_mean
+
+
+def check_new_attribute(name: str, existing: Sequence[str], num_positive: int, num_negative: int,
+                        overwrite: bool = False) -> None:
+    """A user-defined attribute's name and example counts, checked before anything is encoded: `InputError`."""
+    if not ATTRIBUTE_NAME.fullmatch(name):
+        raise InputError(f"attribute name {name!r} must be letters, digits, _ and - (e.g. Round_Glasses)")
+    if name in existing and not overwrite:
+        raise InputError(f"attribute '{name}' is in the library already (pass overwrite=true to refit it)")
+    for side, count in (("positive", num_positive), ("negative", num_negative)):
+        if count < MIN_EXAMPLES:
+            raise InputError(f"need at least {MIN_EXAMPLES} {side} example images for '{name}', got {count}")

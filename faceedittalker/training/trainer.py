@@ -54,7 +54,10 @@ class Trainer:
             project_config=ProjectConfiguration(project_dir=str(self.run_dir), logging_dir=str(self.run_dir / "logs")),
             cpu=self.tcfg.get("cpu", False),
             # Seed + epoch fix each epoch's shuffle, so a resumed run sees the batches the killed one would have.
-            dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+            # data_seed: without it the sampler seeds from torch's initial seed, which set_seed(device_specific)
+            # makes seed + rank, so every rank shuffled differently and took its shard of a different permutation
+            # (a global batch of duplicates and misses, not the one-device batch; tests/test_train.py two_ranks).
+            dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=int(cfg.seed)),
         )
         self.step = 0
 
