@@ -25,7 +25,8 @@ def test_benchmark_infer_counts_evaluations_and_compares_precisions(monkeypatch,
     output = tmp_path / "bench.json"
     runs = (f"runs=[{{model: {tiny_model}, seconds: 0.72, precision: fp32, frames: true}},"
             f"{{model: {tiny_model}, seconds: 0.72, precision: bf16, frames: true}},"
-            f"{{model: {tiny_model}, seconds: 0.4, precision: fp32}},{{model: {tiny_model}, seconds: 1.2, precision: fp32}}]")
+            f"{{model: {tiny_model}, seconds: 0.4, precision: fp32}},"
+            f"{{model: {tiny_model}, seconds: 1.2, precision: fp32}}]")
     assert run_script_main(monkeypatch, "benchmark_infer.py", runs, f"output={output}", "threads=1") == 0
     report = json.loads(output.read_text())
     short, _, mid, long = report["runs"]
