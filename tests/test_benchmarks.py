@@ -55,6 +55,7 @@ def test_benchmark_steps_compares_with_a_many_step_render(monkeypatch, tiny_mode
     one, three = report["rows"]
     assert three["evaluations_per_frame"] == pytest.approx(3 * one["evaluations_per_frame"])
     assert 0 < one["psnr_to_reference_db"] < three["psnr_to_reference_db"]  # more steps, closer to the reference
+    assert all(0 < r["round_trip_psnr_db"] < 100 for r in report["rows"]) and report["reference_round_trip_psnr_db"] > 0
     assert run_script_main(monkeypatch, "benchmark_steps.py", f"model={tiny_model}", "steps=[8]",
                            "reference_steps=6", f"output={tmp_path / 'x.json'}") == 2  # fmt: skip
     assert not (tmp_path / "x.json").exists()
