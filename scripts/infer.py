@@ -16,7 +16,7 @@ import hydra
 from omegaconf import DictConfig
 
 from faceedittalker import CONFIGS_DIR, DEMO_MODEL, DEMO_PORTRAIT, DEMO_SPEECH
-from faceedittalker.cli.options import plain, resolve_device
+from faceedittalker.cli.options import plain, resolve_device, resolve_precision
 from faceedittalker.errors import InputError, exit_on_input_error
 from faceedittalker.pipeline import FaceEditTalkerPipeline
 
@@ -40,8 +40,8 @@ def main(cfg: DictConfig) -> Path:
                                                   audio_encoder=cfg.audio_encoder)  # fmt: skip
     landmarks = output.with_name(f"{output.stem}_landmarks.mp4") if cfg.save_landmarks else None
     result = pipe(ref, audio, edit=plain(cfg.edit), alpha=plain(cfg.alpha), ramp=plain(cfg.ramp), output=output,
-                  steps=cfg.steps, seed=cfg.seed, precision=cfg.precision, paste_back=cfg.paste_back,
-                  face=cfg.face, landmarks_output=landmarks)  # fmt: skip
+                  steps=cfg.steps, seed=cfg.seed, precision=resolve_precision(cfg.precision, device),
+                  paste_back=cfg.paste_back, face=cfg.face, landmarks_output=landmarks)  # fmt: skip
     print(f"wrote {result.path} ({result.num_frames} frames, {result.duration:.2f} s)"
           + (f" and {result.landmarks_path}" if landmarks else ""))  # fmt: skip
     return result.path

@@ -110,3 +110,11 @@ def test_every_bad_input_is_one_line_exit_code_2_and_no_output(monkeypatch, caps
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], err
     assert list(output.parent.iterdir()) == []  # no video, no landmark video, no temporary file
+
+
+def test_precision_defaults_to_bf16_on_cuda_and_fp32_on_the_cpu():
+    from faceedittalker.cli.options import resolve_precision
+
+    assert resolve_precision(None, "cuda") == resolve_precision(None, "cuda:1") == "bf16"
+    assert resolve_precision(None, "cpu") == "fp32"
+    assert resolve_precision("fp32", "cuda") == "fp32"  # what the user asks for wins

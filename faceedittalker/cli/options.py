@@ -22,3 +22,11 @@ def resolve_device(device: str | None) -> str:
     if str(device).startswith("cuda") and not torch.cuda.is_available():
         raise InputError(f"device={device} but no CUDA device is available (use device=cpu)")
     return str(device)
+
+
+def resolve_precision(precision: str | None, device: str) -> str:
+    """`precision=null` means bf16 autocast on CUDA and fp32 on the CPU, where bf16 was measured ~10x slower
+    (scripts/benchmark_infer.py: no AVX512-BF16 here, so bf16 convolutions take a slow path)."""
+    if precision is None:
+        return "bf16" if str(device).startswith("cuda") else "fp32"
+    return str(precision)
