@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from diffusers import AutoencoderKL
+from helpers import assert_checkpointing_keeps_gradients
 
 from faceedittalker.errors import InputError
 from faceedittalker.models.autoencoder import IdentityAutoencoder, LatentAutoencoder, build_autoencoder
@@ -139,3 +140,16 @@ def test_vae_description_rebuilds_the_same_vae_from_any_directory(tiny_vae_dir, 
 def test_group_count_is_the_largest_divisor_allowed(channels, max_groups, groups):
     assert group_count(channels, max_groups) == groups
     torch.nn.GroupNorm(groups, channels)  # accepted by GroupNorm
+
+
+def test_gradient_checkpointing_keeps_the_image_unet_gradients():
+    unet = randomise_output(ConditionalUNet(**{**TINY_UNET, "dropout": 0.1}, zsem_adagn=True)).train()
+    x, t, z = torch.randn(2, 3, 16, 16), torch.tensor([10, 500]), torch.randn(2, 24)
+    assert_checkpointing_keeps_gradients(unet, lambda m: m(x, t, z).square().mean())
+
+
+def test_gradient_checkpointing_keeps_the_semantic_encoder_gradients():
+    encoder = SemanticEncoder(image_size=16, base_channels=8, channel_mult=(1, 2), layers_per_block=1,
+                              attention_resolutions=(8,), attention_head_dim=8, norm_num_groups=4, z_dim=24)
+    images = torch.randn(2, 3, 16, 16)
+    assert_checkpointing_keeps_gradients(encoder, lambda m: m(images).square().mean())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import assert_checkpointing_keeps_gradients
 
 from faceedittalker.diffusion import DDIM
 from faceedittalker.models.autoencoder import IdentityAutoencoder
@@ -196,3 +197,22 @@ def test_talking_head_model_round_trips_through_its_export(tmp_path):
     expected = model.denoiser(z_sem, images, reference)(z_t, torch.tensor(5))
     actual = loaded.denoiser(z_sem, images, reference)(z_t, torch.tensor(5))
     torch.testing.assert_close(actual, expected)
+
+
+def test_gradient_checkpointing_keeps_the_video_unet_and_landmark_encoder_gradients():
+    video = ConditionalUNet.inflate(image_unet(), temporal_layers=True, cond_channels=2, dropout=0.1)
+    perturb(video)  # temporal layers and F channels no longer zero: every parameter gets a gradient
+    landmark_encoder = encoder(video)
+    perturb(landmark_encoder)
+    video.train(), landmark_encoder.train()
+    z_t, z_sem, t = torch.randn(1, 3, 3, 16, 16), torch.randn(1, 8), torch.tensor([300])
+    frames, reference = torch.rand(1, 3, 3, 32, 32), torch.rand(1, 3, 32, 32)
+    features = landmark_encoder(frames, reference)
+    cond, residuals = features.cond.detach(), [r.detach() for r in features.residuals]
+    assert_checkpointing_keeps_gradients(video, lambda m: m(z_t, t, z_sem, cond, residuals).square().mean())
+
+    def landmark_loss(model: LandmarkEncoder) -> torch.Tensor:
+        out = model(frames, reference)
+        return sum(r.square().mean() for r in [out.cond, *out.residuals])
+
+    assert_checkpointing_keeps_gradients(landmark_encoder, landmark_loss)
