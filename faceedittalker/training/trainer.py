@@ -76,8 +76,9 @@ class Trainer:
         batch_size = self._per_device_batch_size()
         if len(dataset) < batch_size:
             raise InputError(f"the dataset has {len(dataset)} samples, fewer than one batch of {batch_size}")
-        sample_items = self.stage.sample_indices(dataset, self.tcfg.num_sample_images)
-        self.sample_batch = next(iter(DataLoader(Subset(dataset, sample_items), batch_size=len(sample_items))))
+        sample_set = self.stage.sample_dataset(dataset)
+        sample_items = self.stage.sample_indices(sample_set, self.tcfg.num_sample_images)
+        self.sample_batch = next(iter(DataLoader(Subset(sample_set, sample_items), batch_size=len(sample_items))))
         loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True,
                             num_workers=self.tcfg.num_workers, persistent_workers=self.tcfg.num_workers > 0,
                             generator=torch.Generator().manual_seed(self.cfg.seed))
