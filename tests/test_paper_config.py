@@ -44,6 +44,9 @@ def test_paper_stage3_settings_follow_sec_v_a():
     assert cfg.landmark_encoder.multiscale and cfg.landmark_encoder.reference_cross_attention  # Table V IV
     assert cfg.audio_encoder.model_name_or_path == "facebook/wav2vec2-base-960h"
     assert cfg.run_name == "paper-stage3"
+    # One clip per GPU step, accumulated to Table I's 16, checkpointed, from cached latents (fits a 40 GB GPU).
+    assert cfg.trainer.batch_size == 16 and cfg.trainer.gradient_accumulation_steps == 16
+    assert cfg.trainer.gradient_checkpointing and cfg.stage3.video.latent_cache
 
 
 @pytest.mark.slow
