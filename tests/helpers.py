@@ -5,8 +5,11 @@ from __future__ import annotations
 import importlib.util
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from unittest import mock
 
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
@@ -46,3 +49,27 @@ def run_script_main(monkeypatch, script: str, *args: str) -> int:
     except SystemExit as exit_:
         return exit_.code
     return 0
+
+
+def gradients(model: torch.nn.Module, loss_of: Callable[[torch.nn.Module], torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Every parameter's gradient of one backward pass (the same seed each time, for dropout)."""
+    model.zero_grad(set_to_none=True)
+    torch.manual_seed(3)
+    loss_of(model).backward()
+    return {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+
+
+def assert_checkpointing_keeps_gradients(model: torch.nn.Module,
+                                         loss_of: Callable[[torch.nn.Module], torch.Tensor]) -> None:
+    """The same gradients (and a checkpointed backward that really recomputes) with checkpointing off and on."""
+    plain = gradients(model, loss_of)
+    model.enable_gradient_checkpointing()
+    assert model.is_gradient_checkpointing
+    # diffusers looks torch.utils.checkpoint.checkpoint up at call time: count the recomputed calls.
+    with mock.patch("torch.utils.checkpoint.checkpoint", wraps=torch.utils.checkpoint.checkpoint) as spy:
+        checkpointed = gradients(model, loss_of)
+    model.disable_gradient_checkpointing()
+    assert spy.call_count > 0 and {c.kwargs.get("use_reentrant") for c in spy.call_args_list} == {False}
+    assert plain.keys() == checkpointed.keys() and len(plain) == sum(1 for _ in model.parameters())
+    for name in plain:
+        torch.testing.assert_close(checkpointed[name], plain[name], rtol=1e-5, atol=1e-7, msg=name)

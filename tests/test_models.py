@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from diffusers import AutoencoderKL
+from helpers import assert_checkpointing_keeps_gradients
 
 from faceedittalker.errors import InputError
 from faceedittalker.models.autoencoder import IdentityAutoencoder, LatentAutoencoder, build_autoencoder
@@ -139,3 +140,36 @@ def test_vae_description_rebuilds_the_same_vae_from_any_directory(tiny_vae_dir, 
 def test_group_count_is_the_largest_divisor_allowed(channels, max_groups, groups):
     assert group_count(channels, max_groups) == groups
     torch.nn.GroupNorm(groups, channels)  # accepted by GroupNorm
+
+
+def test_gradient_checkpointing_keeps_the_image_unet_gradients():
+    unet = randomise_output(ConditionalUNet(**{**TINY_UNET, "dropout": 0.1}, zsem_adagn=True)).train()
+    x, t, z = torch.randn(2, 3, 16, 16), torch.tensor([10, 500]), torch.randn(2, 24)
+    assert_checkpointing_keeps_gradients(unet, lambda m: m(x, t, z).square().mean())
+
+
+def test_gradient_checkpointing_keeps_the_semantic_encoder_gradients():
+    encoder = SemanticEncoder(image_size=16, base_channels=8, channel_mult=(1, 2), layers_per_block=1,
+                              attention_resolutions=(8,), attention_head_dim=8, norm_num_groups=4, z_dim=24)
+    images = torch.randn(2, 3, 16, 16)
+    assert_checkpointing_keeps_gradients(encoder, lambda m: m(images).square().mean())
+
+
+@pytest.mark.slow  # 74 s on the shared 2-core machine
+def test_benchmark_flops_counts_a_training_step_as_about_three_forwards(tmp_path, monkeypatch):
+    import json
+
+    from helpers import run_script_main
+
+    out = tmp_path / "flops.json"
+    code = run_script_main(monkeypatch, "benchmark_flops.py", "experiment=tiny/stage1", "resolution=64",
+                           "dtypes=[fp32]", "matmul_size=256", "repeats=1", f"json={out}")
+    assert code == 0
+    results = json.loads(out.read_text())["results"]["fp32"]
+    assert results["matmul_peak_flop_per_s"] > 0
+    for model in ("ConditionalUNet (ours)", "diffusers UNet2DConditionModel"):
+        forward, step = results[model]["forward"], results[model]["training_step"]
+        assert 2.5 < step["flops"] / forward["flops"] < 3.5  # backward: gradients of inputs and of weights
+        assert 0 < forward["share_of_peak"] and forward["flop_per_s"] == pytest.approx(
+            forward["flops"] / forward["seconds"], rel=1e-3)
+    assert run_script_main(monkeypatch, "benchmark_flops.py", "dtypes=[fp64]") == 2

@@ -288,3 +288,71 @@ def test_evaluate_landmarks_script_reports_metrics_and_draws_a_clip(tmp_path, la
     bad = run_script("evaluate_landmarks.py", f"model={tmp_path}", f"clips={clips}", f"plot={tmp_path / 'q.png'}")
     assert bad.returncode == 2 and "not a stage-3 landmark export" in bad.stderr and "Traceback" not in bad.stderr
     assert not (tmp_path / "q.png").exists()
+
+
+def test_cached_clip_latents_give_the_batches_of_the_frozen_encoders_without_decoding_video(
+        tmp_path, tiny_cache, stage1_export, monkeypatch, caplog):
+    from accelerate import PartialState
+    from torch.utils.data import DataLoader
+
+    import faceedittalker.data.clips as clips
+    from faceedittalker.data.clip_latents import clip_latent_path
+    from faceedittalker.errors import InputError
+
+    PartialState(cpu=True)
+    cfg = compose_train_config(stage3_overrides(tiny_cache, f"stage3.feature_space={stage1_export}",
+                                                "stage3.video.latent_cache=true", "stage3.video.encode_batch_size=3"))
+    stage = STAGES[3](cfg)
+    cached = stage.build_dataset()
+    modules = {**stage.build_modules().frozen}
+    plain = stage.sample_dataset(cached)  # frames, as the sample grids read them
+    assert cached.latent_key and plain.latent_key is None and len(cached) == len(plain)
+    items = [0, len(cached) // 2, len(cached) - 1]
+    plain_batch = next(iter(DataLoader(torch.utils.data.Subset(plain, items), batch_size=3)))
+    # The cache is what training reads: with video decoding broken, the cached batch still loads.
+    monkeypatch.setattr(clips, "read_frames_at", lambda *a, **k: pytest.fail("decoded frames"))
+    cached_batch = next(iter(DataLoader(torch.utils.data.Subset(cached, items), batch_size=3)))
+    assert "frames" not in cached_batch and cached_batch["latents"].shape == (3, 4, 3, 32, 32)
+    z0_cached, z_sem_cached = stage.encode(cached_batch, modules)
+    z0, z_sem = stage.encode(plain_batch, modules)
+    torch.testing.assert_close(z0_cached, z0, atol=5e-4, rtol=0)  # float16 storage of values in [-1, 1]
+    torch.testing.assert_close(z_sem_cached, z_sem, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(cached_batch["landmark_images"], plain_batch["landmark_images"])
+    # A truncated cache file is a clear error when read, and the stage rewrites it (with a note) on the next run.
+    path = clip_latent_path(cached.clips[0], cached.latent_key)
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(InputError, match="unreadable.*latent_cache=true"):
+        ClipWindowDataset(plain.clips[0].parent, num_frames=4, resolution=32, latent_key=cached.latent_key)
+    monkeypatch.undo()
+    stage = STAGES[3](cfg)
+    with caplog.at_level("INFO"):
+        stage.build_dataset()
+    assert "rewriting the latent cache" in caplog.text and "1 of 4 clips encoded now" in caplog.text
+
+
+def test_frozen_vae_encodes_in_chunks_and_in_bf16_within_bf16_precision():
+    from diffusers import AutoencoderKL
+
+    from faceedittalker.data.clip_latents import encode_frames
+    from faceedittalker.models.autoencoder import LatentAutoencoder
+
+    torch.manual_seed(0)
+    vae = AutoencoderKL(block_out_channels=(8, 16), down_block_types=("DownEncoderBlock2D",) * 2,
+                        up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, norm_num_groups=4)
+    autoencoder = LatentAutoencoder(vae)
+    frames = torch.rand(7, 3, 32, 32) * 2 - 1
+    whole = autoencoder.encode(frames)
+    torch.testing.assert_close(encode_frames(autoencoder, frames, 3), whole, atol=1e-5, rtol=1e-5)
+    in_bf16 = encode_frames(autoencoder, frames, 3, torch.bfloat16)
+    assert in_bf16.dtype == torch.float32 and not torch.equal(in_bf16, whole)  # really computed in bf16
+    torch.testing.assert_close(in_bf16, whole, atol=2e-2 * whole.abs().max().item(), rtol=2e-2)
+
+
+@pytest.mark.slow  # a stage-3 run: minutes on the shared 2-core machine
+def test_stage3_video_trains_from_cached_latents_and_samples_from_frames(tmp_path, tiny_cache, stage1_export):
+    overrides = stage3_overrides(tiny_cache, f"stage3.feature_space={stage1_export}", "stage3.video.latent_cache=true",
+                                 "trainer.max_steps=2", "trainer.sample_every=2", "trainer.gradient_checkpointing=true")
+    export, trainer = train(tmp_path / "run", overrides)
+    assert trainer.loader.dataset.latent_key and "frames" in trainer.sample_batch
+    assert TalkingHeadModel.from_pretrained(export).unet.config.temporal_layers
+    assert (tmp_path / "run" / "samples" / "step-00000002.png").is_file()

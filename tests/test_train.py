@@ -317,3 +317,36 @@ def test_stage1_in_the_latent_space_of_a_vae(tmp_path, tiny_cache):
     assert space.decode(z_T, z_sem, steps=2).shape == (2, 3, 32, 32)
     grid = np.asarray(Image.open(run_dir / "samples" / "step-00000004.png"))
     assert grid.shape == (2 * 34 + 2, 3 * 34 + 2, 3)
+
+
+@pytest.mark.slow  # two short runs: 3 min on the shared 2-core machine
+def test_gradient_checkpointing_switch_trains_to_the_same_weights(tmp_path, tiny_cache):
+    overrides = tiny_overrides(tiny_cache, "trainer.max_steps=2", "trainer.sample_every=100")
+    plain = train_indexed(tmp_path / "plain", overrides)
+    checkpointed = train_indexed(tmp_path / "ckpt", [*overrides, "trainer.gradient_checkpointing=true"])
+    assert all(checkpointed.accelerator.unwrap_model(m).is_gradient_checkpointing
+               for m in checkpointed.models.values())  # eps_theta and E_sem
+    assert not any(plain.accelerator.unwrap_model(m).is_gradient_checkpointing for m in plain.models.values())
+    a, b = _checkpoint_weights(tmp_path / "plain"), _checkpoint_weights(tmp_path / "ckpt")
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("log_every", [4, 100])
+def test_a_non_finite_loss_stops_the_run_before_it_reaches_a_checkpoint(tmp_path, tiny_cache, log_every):
+    # The loss turns NaN at step 3; it is noticed at the next log (step 4) or, logging rarely, at the checkpoint of
+    # step 4, which is then not written. The check waits for the device only at those steps.
+    cfg = compose_train_config(tiny_overrides(tiny_cache, f"trainer.log_every={log_every}", "trainer.sample_every=100"))
+    stage = STAGES[1](cfg)
+    training_step, calls = stage.training_step, []
+
+    def failing_step(batch, modules):
+        calls.append(None)
+        loss = training_step(batch, modules)
+        return loss * float("nan") if len(calls) == 3 else loss
+
+    stage.training_step = failing_step
+    with pytest.raises(RuntimeError, match="the loss became nan before step 4.*lower the learning rate"):
+        Trainer(cfg, stage, tmp_path / "run").fit()
+    names = [p.name for p in ckpt.list_checkpoints(tmp_path / "run" / "checkpoints")]
+    assert names == ["checkpoint-00000002"]

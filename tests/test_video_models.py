@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import assert_checkpointing_keeps_gradients
 
 from faceedittalker.diffusion import DDIM
 from faceedittalker.models.autoencoder import IdentityAutoencoder
@@ -228,3 +229,22 @@ def test_evaluations_per_frame_count_what_the_denoiser_runs():
     assert sum(seen) == 3 * 5 * 4  # 3 steps x windows at 0, 2, 4, 6, 7 x 4 frames
     assert model.evaluations_per_frame(11, steps=3) == pytest.approx(sum(seen) / 11)
     assert model.evaluations_per_frame(3, steps=3) == 3  # one short window: no overlap
+
+
+def test_gradient_checkpointing_keeps_the_video_unet_and_landmark_encoder_gradients():
+    video = ConditionalUNet.inflate(image_unet(), temporal_layers=True, cond_channels=2, dropout=0.1)
+    perturb(video)  # temporal layers and F channels no longer zero: every parameter gets a gradient
+    landmark_encoder = encoder(video)
+    perturb(landmark_encoder)
+    video.train(), landmark_encoder.train()
+    z_t, z_sem, t = torch.randn(1, 3, 3, 16, 16), torch.randn(1, 8), torch.tensor([300])
+    frames, reference = torch.rand(1, 3, 3, 32, 32), torch.rand(1, 3, 32, 32)
+    features = landmark_encoder(frames, reference)
+    cond, residuals = features.cond.detach(), [r.detach() for r in features.residuals]
+    assert_checkpointing_keeps_gradients(video, lambda m: m(z_t, t, z_sem, cond, residuals).square().mean())
+
+    def landmark_loss(model: LandmarkEncoder) -> torch.Tensor:
+        out = model(frames, reference)
+        return sum(r.square().mean() for r in [out.cond, *out.residuals])
+
+    assert_checkpointing_keeps_gradients(landmark_encoder, landmark_loss)

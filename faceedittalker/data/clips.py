@@ -21,6 +21,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from faceedittalker.data.audio import SAMPLE_RATE, feature_cache_path
+from faceedittalker.data.clip_latents import check_clip_latents, clip_latent_path, read_clip_latents
 from faceedittalker.errors import InputError
 from faceedittalker.landmarks.render import default_thickness, render_sequence
 
@@ -65,6 +66,24 @@ def read_frames(folder: str | os.PathLike, start: int = 0, stop: int | None = No
         if index >= start:
             frames.append(frame.to_ndarray(format="rgb24"))
     return np.stack(frames)
+
+
+def iter_frames(folder: str | os.PathLike) -> Iterator[np.ndarray]:
+    """Every frame of a clip in order as (H, W, 3) uint8, decoded lazily (a long clip never sits in memory)."""
+    folder = Path(folder)
+    if (folder / "frames").is_dir():
+        for path in _frame_files(folder):
+            yield np.asarray(Image.open(path).convert("RGB"))
+        return
+    for _, frame in _decoded(folder):
+        yield frame.to_ndarray(format="rgb24")
+
+
+def frames_to_tensor(frames: np.ndarray, resolution: int | None) -> torch.Tensor:
+    """(T, H, W, 3) uint8 -> (T, 3, R, R) float in [-1, 1], area-resized to `resolution` when it differs."""
+    if resolution is not None and frames.shape[1:3] != (resolution, resolution):
+        frames = np.stack([cv2.resize(f, (resolution, resolution), interpolation=cv2.INTER_AREA) for f in frames])
+    return torch.from_numpy(np.ascontiguousarray(frames)).movedim(-1, -3).float() / 127.5 - 1.0
 
 
 def read_frames_at(folder: str | os.PathLike, indices: Sequence[int]) -> np.ndarray:
@@ -150,6 +169,9 @@ class ClipWindowDataset(Dataset):
     (seed, item): the same window always gets the same reference, so resumed runs replay exactly.
     `load_frames=False` skips video decoding (the landmark predictor needs only landmarks and audio features),
     `load_audio=False` the raw waveform (stage 3 reads cached features; windows of mixed strides differ in length).
+    `latent_key` (stage 3 with `stage3.video.latent_cache=true`): instead of `frames` and `reference`, the cached
+    `latents` (T, C, h, w) of the window and the reference's `reference_z_sem` (Z,) from `<clip>/latents/<key>`
+    (`faceedittalker.data.clip_latents`); frames.mp4 is not opened.
     `split="train"|"val"` with `val_every=k` keeps the clips whose index is not / is a multiple of k.
     """
 
@@ -168,6 +190,7 @@ class ClipWindowDataset(Dataset):
         load_audio: bool = True,
         val_every: int = 0,
         split: str = "all",
+        latent_key: str | None = None,
     ):
         self.clips = list_clips(root)
         if split not in ("all", "train", "val"):
@@ -192,6 +215,10 @@ class ClipWindowDataset(Dataset):
                 self.index += [(clip_index, start, stride) for start in range(0, length - span + 1, window_step)]
         if not self.index and split != "val":
             raise InputError(f"no clip under {root} has {(num_frames - 1) * min(strides) + 1} frames")
+        self.latent_key = latent_key if load_frames else None
+        if self.latent_key is not None:  # every clip's cache header, checked now rather than mid-run
+            for clip, meta in zip(self.clips, self.meta, strict=True):
+                check_clip_latents(clip_latent_path(clip, latent_key), int(meta["num_frames"]))
         if encoder_name is not None:
             missing = [c for c in self.clips if not feature_cache_path(c, encoder_name).is_file()]
             if missing:
@@ -227,13 +254,14 @@ class ClipWindowDataset(Dataset):
             )
             result["audio"] = torch.from_numpy(audio)
         if self.load_frames:
-            frames = read_frames_at(folder, [*window, reference_index])  # one decode for both
-            if self.resolution is not None and frames.shape[1:3] != (self.resolution, self.resolution):
-                frames = np.stack(
-                    [cv2.resize(f, (self.resolution, self.resolution), interpolation=cv2.INTER_AREA) for f in frames]
-                )
-            images = torch.from_numpy(np.ascontiguousarray(frames)).movedim(-1, -3).float() / 127.5 - 1.0
-            result["frames"], result["reference"] = images[:-1], images[-1]
+            if self.latent_key is not None:  # the frozen encoders' outputs, cached: no video decoding at all
+                result["latents"], result["reference_z_sem"] = read_clip_latents(
+                    clip_latent_path(folder, self.latent_key), int(meta["num_frames"]), start, start + span, stride,
+                    reference_index)
+            else:
+                frames = read_frames_at(folder, [*window, reference_index])  # one decode for both
+                images = frames_to_tensor(frames, self.resolution)
+                result["frames"], result["reference"] = images[:-1], images[-1]
         if self.landmark_image_size is not None:
             points = np.concatenate([landmarks, reference_landmarks[None]])  # (T + 1, 478, 3)
             drawn = render_sequence(points, self.landmark_image_size, self.landmark_thickness)

@@ -32,7 +32,7 @@ from diffusers.models.resnet import Downsample2D, ResnetBlock2D
 from diffusers.models.transformers.transformer_2d import Transformer2DModel
 from torch import nn
 
-from faceedittalker.models.layers import group_count
+from faceedittalker.models.layers import group_count, maybe_checkpoint
 
 
 @dataclass
@@ -64,7 +64,13 @@ class PyramidLevel(nn.Module):
 
 
 class LandmarkEncoder(ModelMixin, ConfigMixin):
-    """E_ldm(L^{1:T}, l_ref) -> F^{1:T} (+ multi-scale residuals)."""
+    """E_ldm(L^{1:T}, l_ref) -> F^{1:T} (+ multi-scale residuals).
+
+    `enable_gradient_checkpointing()` recomputes the stem (its full-resolution activations over every frame are
+    E_ldm's largest) and each pyramid level in the backward pass; the reference cross-attention checkpoints its
+    transformer blocks itself (diffusers' `Transformer2DModel`)."""
+
+    _supports_gradient_checkpointing = True
 
     @register_to_config
     def __init__(
@@ -103,6 +109,7 @@ class LandmarkEncoder(ModelMixin, ConfigMixin):
         self.stem = nn.Sequential(*layers)
         channels = stem_channels[-1]
         self.head = nn.Conv2d(channels, cond_channels, 3, padding=1)  # F of Eq. 9
+        self.gradient_checkpointing = False
 
         # Pyramid: one feature map per denoiser level, each projected by a zero conv to that level's width.
         self.levels = nn.ModuleList()
@@ -142,17 +149,17 @@ class LandmarkEncoder(ModelMixin, ConfigMixin):
         """landmark_images (B, F, 3, S, S) in [0, 1]; reference_image (B, 3, S, S), the reference's own
         landmark image (needed by the cross-attention variant)."""
         batch, num_frames = landmark_images.shape[:2]
-        h = self.stem(landmark_images.flatten(0, 1))  # (B * F, C_stem, h, w)
+        h = maybe_checkpoint(self, self.stem, landmark_images.flatten(0, 1))  # (B * F, C_stem, h, w)
         cond = self.head(h).unflatten(0, (batch, num_frames))  # (B, F, C_F, h, w)
         needs_reference = any(not isinstance(a, nn.Identity) for a in self.cross_attention)
         if needs_reference and reference_image is None:
             raise ValueError("this landmark encoder attends to the reference landmarks: pass reference_image")
-        ref = self.stem(reference_image) if needs_reference else None  # (B, C_stem, h, w)
+        ref = maybe_checkpoint(self, self.stem, reference_image) if needs_reference else None  # (B, C_stem, h, w)
         residuals = []
         for level, attention, projection in zip(self.levels, self.cross_attention, self.residual_out, strict=True):
-            h = level(h)  # (B * F, C_l, h_l, w_l)
+            h = maybe_checkpoint(self, level, h)  # (B * F, C_l, h_l, w_l)
             if ref is not None:
-                ref = level(ref)  # (B, C_l, h_l, w_l)
+                ref = maybe_checkpoint(self, level, ref)  # (B, C_l, h_l, w_l)
             if not isinstance(attention, nn.Identity):
                 tokens = ref.flatten(2).transpose(1, 2).repeat_interleave(num_frames, dim=0)  # (B * F, hw, C_l)
                 h = attention(h, encoder_hidden_states=tokens, return_dict=False)[0]

@@ -14,9 +14,16 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.unets.unet_2d_blocks import AttnDownEncoderBlock2D, DownEncoderBlock2D, UNetMidBlock2D
 from torch import nn
 
+from faceedittalker.models.layers import maybe_checkpoint
+
 
 class SemanticEncoder(ModelMixin, ConfigMixin):
-    """Half-UNet image encoder producing the semantic code z_sem (B, z_dim)."""
+    """Half-UNet image encoder producing the semantic code z_sem (B, z_dim).
+
+    `enable_gradient_checkpointing()` recomputes each down block in the backward pass (diffusers' encoder blocks
+    have no flag of their own); the middle block checkpoints its ResNets itself (diffusers' `UNetMidBlock2D`)."""
+
+    _supports_gradient_checkpointing = True
 
     @register_to_config
     def __init__(
@@ -53,6 +60,7 @@ class SemanticEncoder(ModelMixin, ConfigMixin):
             channels = out_channels
             resolution = resolution if is_last else resolution // 2
         self.down_blocks = nn.ModuleList(blocks)
+        self.gradient_checkpointing = False
         self.mid_block = UNetMidBlock2D(
             in_channels=channels,
             temb_channels=None,
@@ -76,6 +84,6 @@ class SemanticEncoder(ModelMixin, ConfigMixin):
             images = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
         h = self.conv_in(images)  # (B, C, S, S)
         for block in self.down_blocks:
-            h = block(h)
+            h = maybe_checkpoint(self, block, h)
         h = self.mid_block(h, None)  # (B, C_last, S / 2^(L-1), ...)
         return self.head(h)  # (B, z_dim)

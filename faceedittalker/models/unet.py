@@ -30,6 +30,7 @@ from diffusers.models.resnet import Downsample2D, ResnetBlock2D, Upsample2D
 from diffusers.models.transformers.transformer_2d import Transformer2DModel
 from torch import nn
 
+from faceedittalker.models.layers import maybe_checkpoint
 from faceedittalker.models.temporal import TemporalAttention
 
 # ---------------------------------------------------------------------------------------------------------
@@ -77,7 +78,12 @@ class ConditionalResnetBlock2D(ResnetBlock2D):
 
 class UNetLayer(nn.Module):
     """One ResNet block, an optional spatial transformer (self-attention + cross-attention to the z_sem
-    tokens), optional temporal self-attention (videos) and an optional upsampler."""
+    tokens), optional temporal self-attention (videos) and an optional upsampler.
+
+    With `gradient_checkpointing` (set by `ConditionalUNet.enable_gradient_checkpointing`) the ResNet block and the
+    temporal layer are recomputed in the backward pass, as diffusers' own blocks do with their ResNets; the spatial
+    transformer checkpoints its blocks itself (diffusers' `Transformer2DModel` gets the same flag), so nothing is
+    checkpointed twice."""
 
     def __init__(
         self,
@@ -91,6 +97,7 @@ class UNetLayer(nn.Module):
         self.attention = attention
         self.temporal = temporal
         self.upsample = upsample
+        self.gradient_checkpointing = False
 
     def forward(
         self,
@@ -100,11 +107,11 @@ class UNetLayer(nn.Module):
         z_tokens: torch.Tensor | None,
         num_frames: int = 1,
     ) -> torch.Tensor:
-        h = self.resnet(h, temb, z_sem)
+        h = maybe_checkpoint(self, self.resnet, h, temb, z_sem)
         if self.attention is not None:
             h = self.attention(h, encoder_hidden_states=z_tokens, return_dict=False)[0]
         if self.temporal is not None:
-            h = self.temporal(h, num_frames)
+            h = maybe_checkpoint(self, self.temporal, h, num_frames)
         if self.upsample is not None:
             h = self.upsample(h)
         return h
@@ -117,6 +124,8 @@ class UNetLayer(nn.Module):
 
 class ConditionalUNet(ModelMixin, ConfigMixin):
     """eps_theta(z_t, t | z_sem, F): predicts the noise of a latent (or pixel) image."""
+
+    _supports_gradient_checkpointing = True  # diffusers: `enable_gradient_checkpointing()` reaches every UNetLayer
 
     @register_to_config
     def __init__(

@@ -52,6 +52,11 @@ class Stage(ABC):
     def training_step(self, batch: dict, modules: dict[str, nn.Module]) -> torch.Tensor:
         """The loss of one batch; `modules` holds trainable (possibly DDP-wrapped) and frozen modules."""
 
+    def sample_dataset(self, dataset: Dataset) -> Dataset:
+        """Where the sample grids' items come from: the training set by default (stage 3 reads frames there even
+        when training reads cached latents)."""
+        return dataset
+
     def sample_indices(self, dataset: Dataset, count: int) -> list[int]:
         """The dataset items shown in every sample grid (fixed for the run): the first `count` by default."""
         return list(range(min(count, len(dataset))))

@@ -17,11 +17,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from accelerate import PartialState
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import nn
 from torch.utils.data import Dataset
 
+from faceedittalker.data.clip_latents import encode_frames, latent_cache_key, write_clip_latents
 from faceedittalker.errors import InputError
 from faceedittalker.metrics.image import mouth_psnr, psnr
 from faceedittalker.models.feature_space import ImageFeatureSpace
@@ -39,23 +41,62 @@ class VideoStage(Stage):
     def build_dataset(self) -> Dataset:
         if not self.cfg.stage3.feature_space:
             raise InputError("stage 3 needs a trained stage-1 model: set stage3.feature_space=RUN/export")
-        self.space = ImageFeatureSpace.from_pretrained(self.cfg.stage3.feature_space,
-                                                       autoencoder_path=configured_autoencoder_path(self.cfg))
+        self.set_feature_space(ImageFeatureSpace.from_pretrained(
+            self.cfg.stage3.feature_space, autoencoder_path=configured_autoencoder_path(self.cfg)))
         video = self.cfg.stage3.video
-        self.landmark_image_size = video.landmark_image_size or self.space.resolution
-        dataset = instantiate(
-            self.cfg.clip_data,
-            num_frames=video.num_frames,
-            frame_strides=list(video.frame_strides),
-            window_step=video.window_step,
-            resolution=self.space.resolution,
-            landmark_image_size=self.landmark_image_size,
-            load_audio=False,
-            seed=self.cfg.seed,
-        )
-        log.info("stage 3 (video): %d windows of %d frames from %d clips", len(dataset), video.num_frames,
-                 len(dataset.clips))  # fmt: skip
+        settings = dict(num_frames=video.num_frames, frame_strides=list(video.frame_strides),
+                        window_step=video.window_step, resolution=self.space.resolution,
+                        landmark_image_size=self.landmark_image_size, load_audio=False, seed=self.cfg.seed)  # fmt: skip
+        dataset = self.frames_dataset = instantiate(self.cfg.clip_data, **settings)
+        if video.latent_cache:
+            dataset = instantiate(self.cfg.clip_data, **settings, latent_key=self._cache_latents(dataset))
+        log.info("stage 3 (video): %d windows of %d frames from %d clips%s", len(dataset), video.num_frames,
+                 len(dataset.clips), " (cached latents)" if video.latent_cache else "")  # fmt: skip
         return dataset
+
+    @property
+    def encode_dtype(self) -> torch.dtype | None:
+        """bf16 mixed precision runs the frozen encoders under bf16 autocast too (Accelerate autocasts only the
+        prepared, trainable modules); with fp16 they stay fp32, the SD-VAE's activations overflow float16."""
+        return torch.bfloat16 if self.cfg.trainer.mixed_precision == "bf16" else None
+
+    def set_feature_space(self, space: ImageFeatureSpace) -> None:
+        """The stage-1 model stage 3 starts from (`build_dataset` loads it; `scripts/model_summary.py` may pass a
+        random one)."""
+        self.space = space
+        self.landmark_image_size = self.cfg.stage3.video.landmark_image_size or space.resolution
+
+    def _cache_latents(self, dataset: Dataset) -> str:
+        """Write the missing per-clip caches of Z0 and z_sem (main process first); returns their key."""
+        space = self.space
+        key = latent_cache_key(space.autoencoder, space.semantic_encoder, space.resolution)
+        state = PartialState()
+        with state.main_process_first():
+            if state.is_main_process:
+                written = write_clip_latents(
+                    dataset.clips, [int(m["num_frames"]) for m in dataset.meta], space.autoencoder.to(state.device),
+                    space.semantic_encoder.to(state.device).eval(), space.resolution, key,
+                    self.cfg.stage3.video.encode_batch_size, state.device, self.encode_dtype,
+                )  # fmt: skip
+                log.info("latent cache %s: %d of %d clips encoded now", key, written, len(dataset.clips))
+        return key
+
+    def sample_dataset(self, dataset: Dataset) -> Dataset:
+        """The sample grids compare with the true frames: read them even when training reads cached latents."""
+        return self.frames_dataset
+
+    def encode(self, batch: dict, modules: dict[str, nn.Module]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(Z0 (B, F, C, h, w), z_sem (B, Z)) of a batch, float32: cached, or from the frozen E_img (in chunks of
+        `encode_batch_size` frames) and E_sem, in the training precision."""
+        if "latents" in batch:
+            return batch["latents"].float(), batch["reference_z_sem"].float()
+        frames = batch["frames"]  # (B, F, 3, R, R) in [-1, 1]
+        with torch.no_grad():
+            z0 = encode_frames(modules["autoencoder"], frames.flatten(0, 1), self.cfg.stage3.video.encode_batch_size,
+                               self.encode_dtype).unflatten(0, frames.shape[:2])  # fmt: skip
+            with torch.autocast(frames.device.type, dtype=self.encode_dtype, enabled=self.encode_dtype is not None):
+                z_sem = modules["semantic_encoder"](batch["reference"]).float()  # (B, Z)
+        return z0, z_sem
 
     def build_modules(self) -> StageModules:
         """Must follow `build_dataset` (it loads the stage-1 model)."""
@@ -82,11 +123,7 @@ class VideoStage(Stage):
         )
 
     def training_step(self, batch: dict, modules: dict[str, nn.Module]) -> torch.Tensor:
-        frames = batch["frames"]  # (B, F, 3, R, R) in [-1, 1]
-        batch_size, num_frames = frames.shape[:2]
-        with torch.no_grad():
-            z0 = modules["autoencoder"].encode(frames.flatten(0, 1)).unflatten(0, (batch_size, num_frames))
-            z_sem = modules["semantic_encoder"](batch["reference"])  # (B, Z)
+        z0, z_sem = self.encode(batch, modules)
         features = modules["landmark_encoder"](batch["landmark_images"], batch["reference_landmark_image"])
         unet = modules["unet"]
         return self.diffusion.training_loss(  # Eq. 13

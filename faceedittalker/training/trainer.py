@@ -26,6 +26,7 @@ from diffusers.training_utils import EMAModel
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
+from torch import nn
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
@@ -78,12 +79,15 @@ class Trainer:
         batch_size = self._per_device_batch_size()
         if len(dataset) < batch_size:
             raise InputError(f"the dataset has {len(dataset)} samples, fewer than one batch of {batch_size}")
-        sample_items = self.stage.sample_indices(dataset, self.tcfg.num_sample_images)
-        self.sample_batch = next(iter(DataLoader(Subset(dataset, sample_items), batch_size=len(sample_items))))
+        sample_set = self.stage.sample_dataset(dataset)
+        sample_items = self.stage.sample_indices(sample_set, self.tcfg.num_sample_images)
+        self.sample_batch = next(iter(DataLoader(Subset(sample_set, sample_items), batch_size=len(sample_items))))
         loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True,
                             num_workers=self.tcfg.num_workers, persistent_workers=self.tcfg.num_workers > 0,
                             generator=torch.Generator().manual_seed(self.cfg.seed))
         modules = self.stage.build_modules()
+        if self.tcfg.get("gradient_checkpointing", False):
+            enable_gradient_checkpointing(modules.trainable)
         self.names = list(modules.trainable)
         params = list(itertools.chain.from_iterable(m.parameters() for m in modules.trainable.values()))
         optimizer = instantiate(self.tcfg.optimizer)(params)
@@ -237,8 +241,8 @@ class Trainer:
                 lr = self._set_learning_rate()
                 with acc.accumulate(*self.models.values()):
                     loss = self.stage.training_step(batch, {**self.models, **self.frozen})
-                    if not torch.isfinite(loss):
-                        raise RuntimeError(f"loss is {loss.item()} at step {self.step}; lower the learning rate")
+                    # No finiteness check here: it would wait for the device every micro-step. A non-finite loss
+                    # makes loss_sum non-finite, which `_mean_loss` catches at the next log or checkpoint.
                     acc.backward(loss)
                     loss_sum += loss.detach().float()
                     loss_count += 1
@@ -252,12 +256,16 @@ class Trainer:
                     self.emas[name].step(acc.unwrap_model(model).parameters())
                 self.step += 1
                 progress.update(1)
-                if self.step % tcfg.log_every == 0 or self.step == tcfg.max_steps:
-                    mean_loss = acc.reduce(loss_sum / loss_count, reduction="mean").item()  # every rank calls it
+                last = self.step == tcfg.max_steps
+                log_now = self.step % tcfg.log_every == 0 or last
+                checkpoint_now = self.step % tcfg.checkpoint_every == 0 or last
+                if log_now or checkpoint_now:  # never checkpoint weights a non-finite loss has reached
+                    mean_loss = self._mean_loss(loss_sum, loss_count)
+                if log_now:
                     loss_sum, loss_count = torch.zeros((), device=acc.device), 0
                     progress.set_postfix(loss=f"{mean_loss:.4f}")
                     acc.log({"loss": mean_loss, "lr": lr}, step=self.step)
-                if self.step % tcfg.checkpoint_every == 0 or self.step == tcfg.max_steps:
+                if checkpoint_now:
                     self._save_checkpoint()
                 if acc.is_main_process and (self.step % tcfg.sample_every == 0 or self.step == tcfg.max_steps):
                     self._save_sample()
@@ -266,6 +274,28 @@ class Trainer:
         progress.close()
         acc.end_training()
         return self.run_dir / "export"
+
+    def _mean_loss(self, loss_sum: torch.Tensor, loss_count: int) -> float:
+        """The loss averaged over the micro-batches since the last log and over the ranks (every rank calls it):
+        the one device sync of the loop. A non-finite value stops the run."""
+        mean = self.accelerator.reduce(loss_sum / max(loss_count, 1), reduction="mean").item()
+        if not math.isfinite(mean):
+            raise RuntimeError(f"the loss became {mean} before step {self.step} (mean since the last log); lower "
+                               "the learning rate")
+        return mean
+
+
+def enable_gradient_checkpointing(modules: dict[str, nn.Module]) -> list[str]:
+    """Turn on diffusers' gradient checkpointing in every module that supports it (`trainer.gradient_checkpointing`:
+    activations are recomputed in the backward pass, about one more forward pass for less memory); returns their
+    names."""
+    names = [name for name, module in modules.items() if getattr(module, "_supports_gradient_checkpointing", False)]
+    for name in names:
+        modules[name].enable_gradient_checkpointing()
+    others = sorted(set(modules) - set(names))
+    log.info("gradient checkpointing in %s%s", ", ".join(names) or "no module",
+             f" (not supported by {', '.join(others)})" if others else "")  # fmt: skip
+    return names
 
 
 def _is_state_mismatch(err: BaseException) -> bool:
