@@ -61,25 +61,15 @@ def table(reports: list[dict]) -> str:
     return "\n".join(lines)
 
 
-@hydra.main(config_path=str(CONFIGS_DIR), config_name="benchmark_infer", version_base="1.3")
-@exit_on_input_error
-def main(cfg: DictConfig) -> dict:
-    settings = {"device": resolve_device(cfg.device), "threads": cfg.threads,
-                "ref": str(Path(cfg.ref or DEMO_PORTRAIT).expanduser()),
-                "audio": str(Path(cfg.audio or DEMO_SPEECH).expanduser())}  # fmt: skip
-    runs = OmegaConf.to_container(cfg.runs)
-    reports = []
-    for run in runs:
-        run["name"], run["model_path"] = model_path(run.get("model"), Path(cfg.cache_dir))
-        print(f"{run['name']}: {run['seconds']} s of speech, {run['precision']} ...", flush=True)
-        reports.append(run_isolated(run, settings))
-    # Peak memory against the length, and bf16 against fp32, between runs that differ only in that.
+def summarise(reports: list[dict]) -> dict:
+    """The runs, and the ratios between runs that differ only in length (peak memory) or precision (PSNR)."""
     ratios, agreement = [], []
     for a in reports:
         for b in reports:
             same = all(a[k] == b[k] for k in ("name", "precision", "steps", "invert_steps", "frames"))
             if same and b["seconds"] > a["seconds"] and not a["frames"]:
-                ratios.append({"name": a["name"], "precision": a["precision"], "seconds": [a["seconds"], b["seconds"]],
+                ratios.append({"name": a["name"], "precision": a["precision"], "steps": a["steps"],
+                               "seconds": [a["seconds"], b["seconds"]],
                                "peak_memory_ratio": b["peak_memory_mb"] / a["peak_memory_mb"]})  # fmt: skip
             if (a["frames"] and b["frames"] and a["precision"] == "fp32" and b["precision"] == "bf16"
                     and all(a[k] == b[k] for k in ("name", "seconds", "steps", "invert_steps"))):  # fmt: skip
@@ -87,10 +77,25 @@ def main(cfg: DictConfig) -> dict:
                           torch.from_numpy(a["crops"]).permute(0, 3, 1, 2).float() / 127.5 - 1)  # fmt: skip
                 agreement.append({"name": a["name"], "seconds": a["seconds"], "bf16_vs_fp32_psnr_db": float(dB.mean()),
                                   "bf16_over_fp32_time": b["total_seconds"] / a["total_seconds"]})  # fmt: skip
-    for report in reports:
-        report.pop("crops", None)
-    summary = {"runs": reports, "memory_vs_length": ratios, "bf16_vs_fp32": agreement}
-    write_json_atomic(cfg.output, summary)
+    runs = [{k: v for k, v in r.items() if k != "crops"} for r in reports]
+    return {"runs": runs, "memory_vs_length": ratios, "bf16_vs_fp32": agreement}
+
+
+@hydra.main(config_path=str(CONFIGS_DIR), config_name="benchmark_infer", version_base="1.3")
+@exit_on_input_error
+def main(cfg: DictConfig) -> dict:
+    settings = {"device": resolve_device(cfg.device), "threads": cfg.threads,
+                "ref": str(Path(cfg.ref or DEMO_PORTRAIT).expanduser()),
+                "audio": str(Path(cfg.audio or DEMO_SPEECH).expanduser())}  # fmt: skip
+    runs = OmegaConf.to_container(cfg.runs)
+    reports: list[dict] = []
+    for run in runs:
+        run["name"], run["model_path"] = model_path(run.get("model"), Path(cfg.cache_dir))
+        print(f"{run['name']}: {run['seconds']} s of speech, {run['precision']} ...", flush=True)
+        reports.append(run_isolated(run, settings))
+        summary = summarise(reports)
+        write_json_atomic(cfg.output, summary)  # after every run, so a long benchmark keeps what it measured
+    ratios, agreement = summary["memory_vs_length"], summary["bf16_vs_fp32"]
     print("\n" + table(reports) + "\n")
     for r in ratios:
         print(f"{r['name']} {r['precision']}: peak memory {r['seconds'][1]} s / {r['seconds'][0]} s = "
