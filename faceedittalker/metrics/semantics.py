@@ -138,3 +138,22 @@ def linear_probe_auc(features: torch.Tensor, labels: torch.Tensor, names: list[s
 def pooled_pixels(images: torch.Tensor, size: int = 8) -> torch.Tensor:
     """The thumbnail baseline of a probe: images (N, 3, R, R) average-pooled to size x size -> (N, 3 size^2)."""
     return F.adaptive_avg_pool2d(images.float(), size).flatten(1)
+
+
+def mean_auc(scores: dict[str, float | None]) -> float | None:
+    """The mean of the defined AUCs of a probe (None if there is none)."""
+    values = [v for v in scores.values() if v is not None]
+    return round(sum(values) / len(values), 4) if values else None
+
+
+def probe_against_pixels(z_sem: torch.Tensor, images: torch.Tensor, labels: torch.Tensor, names: list[str],
+                         held_out: torch.Tensor, inverse_regularisation: float = 1.0, pixel_size: int = 8) -> dict:
+    """The probe of scripts/probe_z_sem.py: per-attribute held-out AUC of z_sem (N, Z) and, as the baseline, of
+    the images (N, 3, R, R) pooled to pixel_size^2, with their means: {"z_sem", "pixels", "mean"}."""
+    result = {
+        "z_sem": linear_probe_auc(z_sem, labels, names, held_out, inverse_regularisation),
+        "pixels": linear_probe_auc(pooled_pixels(images, pixel_size), labels, names, held_out,
+                                   inverse_regularisation),
+    }
+    result["mean"] = {kind: mean_auc(result[kind]) for kind in ("z_sem", "pixels")}
+    return result
