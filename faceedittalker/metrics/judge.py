@@ -104,7 +104,8 @@ def render_judge_set(count: int, resolution: int = 32, seed: int = 0
     big = 2 * resolution
     for i in range(count):
         rng = sample_rng(seed, "judge", i)
-        identity = sample_identity(rng)
+        # Glasses on half the faces (15 % in the world): the edit attribute gets as many examples as its absence.
+        identity = sample_identity(rng, Eyeglasses=bool(rng.random() < 0.5))
         expression = rest_expression(identity)
         if not identity.attributes["Smiling"] or rng.random() < 0.5:  # talking mouths, not only rest ones
             expression.jaw_open = float(rng.uniform(0, 1.2 * MAX_JAW_OPEN))
@@ -177,8 +178,8 @@ def train_judge(images: np.ndarray, labels: np.ndarray, opening: np.ndarray, res
     return judge.eval()
 
 
-def fit_and_save_judge(output: str | Path, resolution: int, count: int = 4000, held_out: int = 800,
-                       steps: int = 1500, batch_size: int = 64, lr: float = 2e-3, seed: int = 0,
+def fit_and_save_judge(output: str | Path, resolution: int, count: int = 3000, held_out: int = 400,
+                       steps: int = 3000, batch_size: int = 32, lr: float = 2e-3, seed: int = 0,
                        overwrite: bool = False) -> dict:
     """Render `count` + `held_out` faces, train on the first, score on the rest, write the judge folder.
     Returns the report written as judge.json."""
