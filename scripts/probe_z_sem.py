@@ -23,14 +23,9 @@ from tqdm import tqdm
 from faceedittalker import CONFIGS_DIR
 from faceedittalker.data.images import LabelledImageDataset
 from faceedittalker.errors import InputError, exit_on_input_error
-from faceedittalker.metrics.semantics import held_out_split, linear_probe_auc, pooled_pixels
+from faceedittalker.metrics.semantics import held_out_split, probe_against_pixels
 from faceedittalker.models.feature_space import ImageFeatureSpace
 from faceedittalker.synthetic.sets import RENDERED_ATTRIBUTES, ensure_synthetic_set
-
-
-def mean_auc(scores: dict[str, float | None]) -> float | None:
-    values = [v for v in scores.values() if v is not None]
-    return round(sum(values) / len(values), 4) if values else None
 
 
 @torch.no_grad()
@@ -67,12 +62,8 @@ def main(cfg: DictConfig) -> None:
     _, held_out = held_out_split(len(dataset), cfg.held_out, cfg.seed)
 
     z_sem = encode(space, images, cfg.batch_size, cfg.device)
-    result = {
-        "z_sem": linear_probe_auc(z_sem, labels, names, held_out, cfg.inverse_regularisation),
-        "pixels": linear_probe_auc(pooled_pixels(images, cfg.pixel_size), labels, names, held_out,
-                                   cfg.inverse_regularisation),
-    }
-    result["mean"] = {kind: mean_auc(result[kind]) for kind in ("z_sem", "pixels")}
+    result = probe_against_pixels(z_sem, images, labels, names, held_out, cfg.inverse_regularisation,
+                                  cfg.pixel_size)
     result["settings"] = {"model": str(cfg.model), "images": str(root), "faces": len(dataset),
                           "held_out": len(held_out), "pixel_size": cfg.pixel_size, "z_dim": z_sem.shape[1],
                           "inverse_regularisation": cfg.inverse_regularisation}

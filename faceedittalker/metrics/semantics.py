@@ -155,3 +155,22 @@ def principal_components(features: torch.Tensor, count: int = 2) -> torch.Tensor
     largest = axes.gather(1, axes.abs().argmax(1, keepdim=True))
     axes = axes * largest.sign()
     return (centred @ axes.T).to(features.dtype)
+
+
+def mean_auc(scores: dict[str, float | None]) -> float | None:
+    """The mean of the defined AUCs of a probe (None if there is none)."""
+    values = [v for v in scores.values() if v is not None]
+    return round(sum(values) / len(values), 4) if values else None
+
+
+def probe_against_pixels(z_sem: torch.Tensor, images: torch.Tensor, labels: torch.Tensor, names: list[str],
+                         held_out: torch.Tensor, inverse_regularisation: float = 1.0, pixel_size: int = 8) -> dict:
+    """The probe of scripts/probe_z_sem.py: per-attribute held-out AUC of z_sem (N, Z) and, as the baseline, of
+    the images (N, 3, R, R) pooled to pixel_size^2, with their means: {"z_sem", "pixels", "mean"}."""
+    result = {
+        "z_sem": linear_probe_auc(z_sem, labels, names, held_out, inverse_regularisation),
+        "pixels": linear_probe_auc(pooled_pixels(images, pixel_size), labels, names, held_out,
+                                   inverse_regularisation),
+    }
+    result["mean"] = {kind: mean_auc(result[kind]) for kind in ("z_sem", "pixels")}
+    return result

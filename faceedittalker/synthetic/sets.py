@@ -45,13 +45,14 @@ from faceedittalker.utils.files import COMPLETE_MARKER, atomic_directory, ensure
 __all__ = [
     "RENDERED_ATTRIBUTES", "Expression", "Identity", "Pose", "render_face", "rest_expression",
     "sample_identity", "with_attributes", "speech_envelope", "mouth_from_speech", "render_clip",
-    "write_synthetic_set", "ensure_synthetic_set", "SET_KINDS", "mouth_opening", "held_out_portrait",
+    "write_synthetic_set", "ensure_synthetic_set", "SET_KINDS", "mouth_opening", "held_out_portrait", "sample_rng",
 ]  # fmt: skip
 
 SPEECH_DIR = ASSETS_DIR / "speech"
 
 SET_KINDS = ("images", "attributes", "clips")
-_KIND_CODES = {"images": 1, "attributes": 2, "clips": 3, "portraits": 4}  # disjoint seeds: portraits are unseen faces
+# Disjoint seed streams: portraits are unseen faces; the judge (metrics/judge.py) trains on faces of its own.
+_KIND_CODES = {"images": 1, "attributes": 2, "clips": 3, "portraits": 4, "judge": 5}
 MAX_JAW_OPEN = 0.1  # face heights: a wide-open mouth on the loudest syllables
 
 
@@ -189,12 +190,13 @@ def render_clip(
 # --- sets on disk ---
 
 
-def _sample_rng(seed: int, kind: str, index: int) -> np.random.Generator:
+def sample_rng(seed: int, kind: str, index: int) -> np.random.Generator:
+    """The generator of sample `index` of a set of `kind` (a key of `_KIND_CODES`) for `seed`."""
     return np.random.default_rng([seed, _KIND_CODES[kind], index])
 
 
 def _still_sample(seed: int, kind: str, index: int, size: int) -> tuple[np.ndarray, np.ndarray, Identity]:
-    rng = _sample_rng(seed, kind, index)
+    rng = sample_rng(seed, kind, index)
     identity = sample_identity(rng)
     expression = rest_expression(identity)
     expression.spread = float(rng.uniform(-0.2, 0.2))
@@ -213,7 +215,7 @@ def _write_still(args: tuple) -> tuple[np.ndarray, np.ndarray]:
 
 def _write_clip(args: tuple) -> None:
     folder, seed, index, size, min_seconds, max_seconds = args
-    rng = _sample_rng(seed, "clips", index)
+    rng = sample_rng(seed, "clips", index)
     identity = sample_identity(rng, Smiling=False, Mouth_Slightly_Open=False)
     waveform, provenance = cut_speech(rng, float(rng.uniform(min_seconds, max_seconds)))
     frames, landmarks, truth = render_clip(identity, waveform, rng, size)
@@ -332,7 +334,7 @@ def held_out_portrait(
 ) -> tuple[np.ndarray, Identity]:
     """A frontal synthetic portrait (size, size, 3) uint8 of a person that no training set contains (its own seed
     stream), with a closed mouth and `attributes` forced (e.g. `Eyeglasses=False`), for inference demos and checks."""
-    rng = _sample_rng(seed, "portraits", index)
+    rng = sample_rng(seed, "portraits", index)
     identity = sample_identity(rng, Mouth_Slightly_Open=False, **attributes)
     image, _ = render_face(identity, rest_expression(identity), Pose(), size)
     return image, identity

@@ -1,0 +1,86 @@
+"""Score a model folder against the synthetic world's goals (issue 10) with the independent judge.
+
+    python scripts/evaluate_world.py model=faceedittalker/assets/demo_model judge=runs/judge-32px \
+        output=runs/world-demo [faces=8 clips=2]
+
+Goal 1: linear-probe AUC of z_sem per attribute vs 8 x 8 pixels; goal 2: edit success (judge) of +alpha / -alpha
+on held-out faces, other attributes kept, PSNR outside the edited region; goal 3: Pearson r of the judge's mouth
+opening on generated frames vs the truth, driven by true landmarks, frozen reference landmarks and P_ldm from the
+audio; goal 4: the same with the edit. Writes <output>/world.json and <output>/world.png (rows: references,
+edited references, frames without / with the edit, mouth-opening curves) and prints a summary.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import hydra
+import torch
+from omegaconf import DictConfig
+from PIL import Image
+
+from faceedittalker import CONFIGS_DIR
+from faceedittalker.errors import InputError, exit_on_input_error
+from faceedittalker.metrics.judge import load_judge
+from faceedittalker.metrics.world import edit_goal, lipsync_goal, semantics_goal, world_picture
+from faceedittalker.pipeline import FaceEditTalkerPipeline
+from faceedittalker.utils.files import atomic_write, write_json_atomic
+
+
+@hydra.main(config_path=str(CONFIGS_DIR), config_name="evaluate_world", version_base="1.3")
+@exit_on_input_error
+def main(cfg: DictConfig) -> None:
+    if cfg.faces < 1 or cfg.clips < 1 or cfg.clip_seconds < 1 or cfg.probe_faces < 10:
+        raise InputError("need faces >= 1, clips >= 1, clip_seconds >= 1 and probe_faces >= 10")
+    if cfg.threads:
+        torch.set_num_threads(int(cfg.threads))
+    pipe = FaceEditTalkerPipeline.from_pretrained(cfg.model, device=cfg.device)
+    judge, judge_report = load_judge(cfg.judge, cfg.device)
+    resolution = pipe.video_model.resolution
+    if judge.config.resolution != resolution:
+        raise InputError(f"the judge reads {judge.config.resolution} px faces, the model makes {resolution} px ones "
+                         f"(train one with scripts/train_judge.py resolution={resolution})")  # fmt: skip
+    if cfg.edit not in judge.names or cfg.edit not in pipe.attribute_names:
+        raise InputError(f"edit={cfg.edit} must be an attribute of the judge ({', '.join(judge.names)}) and of the "
+                         "model's attribute library")  # fmt: skip
+    output = Path(cfg.output).expanduser()
+    output.mkdir(parents=True, exist_ok=True)
+    seconds: dict[str, float] = {}
+    start = time.perf_counter()
+    semantics = semantics_goal(pipe, cfg.cache_dir, cfg.probe_faces, cfg.seed)
+    seconds["semantics"] = round(time.perf_counter() - start, 1)
+    edits, edit_images = edit_goal(pipe, judge, cfg.edit, cfg.alpha, cfg.faces, cfg.seed, cfg.portrait_size,
+                                   cfg.steps)  # fmt: skip
+    seconds["edits"] = round(time.perf_counter() - start - sum(seconds.values()), 1)
+    talking, clip = lipsync_goal(pipe, judge, cfg.edit, cfg.alpha, cfg.clips, cfg.clip_seconds, cfg.seed,
+                                 cfg.portrait_size, cfg.steps)  # fmt: skip
+    seconds["lipsync"] = round(time.perf_counter() - start - sum(seconds.values()), 1)
+    result = {"settings": {k: cfg[k] for k in ("model", "judge", "faces", "clips", "clip_seconds", "probe_faces",
+                                               "edit", "alpha", "steps", "portrait_size", "seed")},
+              "judge_held_out": judge_report["held_out"], "goal1_semantics": semantics, "goal2_edit": edits,
+              "goal3_lipsync": talking["lipsync"], "goal4_talking_edit": talking["talking_edit"],
+              "seconds": seconds}  # fmt: skip
+    write_json_atomic(output / "world.json", result)
+    with atomic_write(output / "world.png") as tmp:
+        Image.fromarray(world_picture(edit_images, clip, zoom=cfg.zoom)).save(tmp, format="PNG")
+
+    print(f"goal 1  z_sem probe mean AUC {semantics['mean']['z_sem']} vs pixels {semantics['mean']['pixels']}; "
+          f"behind the pixels: {', '.join(semantics['behind_pixels']) or 'none'}")
+    for direction in ("add", "remove"):
+        d = edits[direction]
+        print(f"goal 2  {direction} {cfg.edit} (alpha {'+' if direction == 'add' else '-'}{cfg.alpha}): "
+              f"{d['success_rate']:.0%} of {d['faces']} faces (reconstruction alone "
+              f"{d['judge_on_reconstruction']:.0%}), "
+              f"others kept {d['others_kept_rate']:.0%}, PSNR outside {d['masked_psnr_outside_db']} dB")
+    lip = talking["lipsync"]
+    print("goal 3  mouth-opening r: " + ", ".join(f"{k} {lip[k]['pearson_r_mean']}" for k in
+          ("true_landmarks", "frozen_reference", "audio", "judge_on_truth", "p_ldm_landmarks")))
+    t = talking["talking_edit"]
+    print(f"goal 4  {cfg.edit} rate on frames {t['judge_rate_without_edit']} -> {t['judge_rate_with_edit']}, "
+          f"r change {t['pearson_r_change']}")
+    print(f"wrote {output / 'world.json'} and {output / 'world.png'} ({sum(seconds.values()):.0f} s)")
+
+
+if __name__ == "__main__":
+    main()

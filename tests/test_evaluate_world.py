@@ -1,0 +1,116 @@
+"""The world evaluation (scripts/evaluate_world.py) and its independent judge (scripts/train_judge.py)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from helpers import run_script_main
+from PIL import Image
+
+from faceedittalker.metrics.judge import JUDGE_ATTRIBUTES, fit_and_save_judge, load_judge, render_judge_set
+from faceedittalker.metrics.world import driven_by, masked_psnr, region_mask
+from faceedittalker.testing import build_random_model
+
+
+@pytest.fixture(scope="module")
+def tiny_judge(tmp_path_factory):
+    """A judge barely trained (seconds): enough for the evaluation's plumbing, not for its figures."""
+    folder = tmp_path_factory.mktemp("judge") / "judge"
+    fit_and_save_judge(folder, resolution=32, count=16, held_out=8, steps=3, batch_size=8)
+    return folder
+
+
+def test_judge_set_matches_the_renderer():
+    images, labels, opening = render_judge_set(6, resolution=32, seed=3)
+    assert images.shape == (6, 32, 32, 3) and images.dtype == np.uint8
+    assert labels.shape == (6, len(JUDGE_ATTRIBUTES)) and labels.dtype == bool
+    assert (opening >= 0).all() and (opening < 0.2).all()  # image heights; a wide-open mouth is ~0.1
+    again, _, _ = render_judge_set(6, resolution=32, seed=3)
+    assert np.array_equal(images, again)  # its own seed stream: reproducible
+
+
+def test_judge_folder_round_trip(tiny_judge):
+    judge, report = load_judge(tiny_judge)
+    assert judge.names == list(JUDGE_ATTRIBUTES) and judge.config.resolution == 32
+    assert set(report["held_out"]["balanced_accuracy"]) == set(JUDGE_ATTRIBUTES)
+    out = judge.judge(np.zeros((3, 64, 64, 3), np.uint8))  # other sizes are read at the judge's resolution
+    assert out["probabilities"].shape == (3, len(JUDGE_ATTRIBUTES)) and out["opening"].shape == (3,)
+    assert ((out["probabilities"] >= 0) & (out["probabilities"] <= 1)).all()
+
+
+@pytest.mark.slow
+def test_judge_learns_a_clearly_drawn_attribute(tmp_path, monkeypatch):
+    """On a small rendered set the judge reads hair colour far above chance (0.5) on held-out faces."""
+    code = run_script_main(monkeypatch, "train_judge.py", f"output={tmp_path / 'judge'}", "count=400",
+                           "held_out=120", "steps=1000")
+    assert code == 0
+    report = json.loads((tmp_path / "judge" / "judge.json").read_text())["held_out"]
+    assert report["balanced_accuracy"]["Black_Hair"] > 0.8
+    assert report["balanced_accuracy"]["Blond_Hair"] > 0.8
+    # Not asserted here: the mouth-opening regression, which 400 faces do not teach it (r ~0.07 after 1000
+    # steps); the default 3000 faces reach r ~0.76 (scripts/train_judge.py).
+
+
+def test_region_mask_and_masked_psnr():
+    landmarks = np.full((478, 3), 0.5, np.float32)
+    landmarks[[1, 2], :2] = [[0.25, 0.25], [0.5, 0.5]]
+    mask = region_mask(landmarks, [1, 2], 32, margin=0.0)
+    assert mask[10, 10] and not mask[30, 30] and not mask[2, 2]
+    a = np.zeros((32, 32, 3), np.uint8)
+    b = a.copy()
+    b[mask] = 255  # a change inside the region only
+    assert masked_psnr(a, b, ~mask) > 100  # identical outside (the MSE is floored at 1e-10)
+    assert masked_psnr(a, b, mask) == pytest.approx(0.0)
+
+
+def test_driven_by_replaces_p_ldm_only_inside_the_block():
+    class Pipe:
+        def predict_landmarks(self, features, reference):
+            return "p_ldm"
+
+    pipe = Pipe()
+    given = np.random.rand(3, 478, 3).astype(np.float32)
+    with driven_by(pipe, given):
+        drive = pipe.predict_landmarks(np.zeros((5, 80)), None)
+    assert drive.shape == (5, 478, 3)  # padded with the last frame to the audio's length
+    assert np.array_equal(drive[:3], given) and np.array_equal(drive[4], given[-1])
+    assert pipe.predict_landmarks(None, None) == "p_ldm"
+
+
+def test_bad_judge_folder_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
+    model = build_random_model(tmp_path / "model")
+    code = run_script_main(monkeypatch, "evaluate_world.py", f"model={model}", f"judge={tmp_path / 'nope'}",
+                           f"output={tmp_path / 'out'}")
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: not a judge folder")
+
+
+@pytest.mark.slow
+def test_evaluate_world_on_a_random_model(tmp_path, monkeypatch, tiny_judge):
+    model = build_random_model(tmp_path / "model")
+    out = tmp_path / "world"
+    code = run_script_main(monkeypatch, "evaluate_world.py", f"model={model}", f"judge={tiny_judge}",
+                           f"output={out}", "faces=1", "clips=1", "clip_seconds=1", "probe_faces=40",
+                           f"cache_dir={tmp_path / 'cache'}", "zoom=2")
+    assert code == 0
+    result = json.loads((out / "world.json").read_text())
+    for key in ("goal1_semantics", "goal2_edit", "goal3_lipsync", "goal4_talking_edit", "judge_held_out"):
+        assert key in result
+    semantics = result["goal1_semantics"]
+    assert all(v is None or 0 <= v <= 1 for v in semantics["z_sem"].values())
+    assert isinstance(semantics["goal_met"], bool)
+    for direction in ("add", "remove"):
+        edit = result["goal2_edit"][direction]
+        assert 0 <= edit["success_rate"] <= 1 and 0 <= edit["others_kept_rate"] <= 1
+        assert edit["masked_psnr_outside_db"] > 0
+    lipsync = result["goal3_lipsync"]
+    for condition in ("true_landmarks", "frozen_reference", "audio", "audio_edited", "judge_on_truth"):
+        r = lipsync[condition]["pearson_r_mean"]
+        assert r is None or -1 <= r <= 1
+    rate = result["goal4_talking_edit"]["judge_rate_with_edit"]
+    assert 0 <= rate <= 1
+    picture = Image.open(out / "world.png")
+    assert picture.size == (8 * 32 * 2, 6 * 32 * 2)  # 8 columns of 32 px tiles at zoom 2; 4 rows + curves
