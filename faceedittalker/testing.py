@@ -104,6 +104,7 @@ def build_paper_model(output: str | Path, overrides: tuple[str, ...] = (), overw
     offline, for benchmarks of speed and memory. The VAE and wav2vec2 are written beside it (`<output>.parts`)."""
     from diffusers import AutoencoderKL
     from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
     from transformers import Wav2Vec2Config, Wav2Vec2Model
@@ -119,9 +120,12 @@ def build_paper_model(output: str | Path, overrides: tuple[str, ...] = (), overw
     torch.manual_seed(0)
     AutoencoderKL(**SD_VAE_CONFIG).save_pretrained(parts / "vae")
     Wav2Vec2Model(Wav2Vec2Config()).save_pretrained(parts / "wav2vec2")  # wav2vec2-base's architecture
-    with initialize_config_dir(config_dir=str(CONFIGS_DIR), version_base="1.3"):
-        cfg = compose(config_name="train",
-                      overrides=["experiment=paper/stage1", f"autoencoder.pretrained={parts / 'vae'}", *overrides])
+    overrides = ["experiment=paper/stage1", f"autoencoder.pretrained={parts / 'vae'}", *overrides]
+    if GlobalHydra.instance().is_initialized():  # called from a Hydra script: its config search path is ours
+        cfg = compose(config_name="train", overrides=overrides)
+    else:
+        with initialize_config_dir(config_dir=str(CONFIGS_DIR), version_base="1.3"):
+            cfg = compose(config_name="train", overrides=overrides)
     stage = Stage1(cfg)
     modules = stage.build_modules()
     image_unet, semantic, autoencoder = (modules.trainable["unet"], modules.trainable["semantic_encoder"],
