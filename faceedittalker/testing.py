@@ -120,7 +120,8 @@ def build_paper_model(output: str | Path, overrides: tuple[str, ...] = (), overw
     torch.manual_seed(0)
     AutoencoderKL(**SD_VAE_CONFIG).save_pretrained(parts / "vae")
     Wav2Vec2Model(Wav2Vec2Config()).save_pretrained(parts / "wav2vec2")  # wav2vec2-base's architecture
-    overrides = ["experiment=paper/stage1", f"autoencoder.pretrained={parts / 'vae'}", *overrides]
+    # paper/stage3 carries paper/stage1's modules and the video settings (windows, generation steps).
+    overrides = ["experiment=paper/stage3", f"autoencoder.pretrained={parts / 'vae'}", *overrides]
     if GlobalHydra.instance().is_initialized():  # called from a Hydra script: its config search path is ours
         cfg = compose(config_name="train", overrides=overrides)
     else:
