@@ -145,7 +145,7 @@ def training_step(cfg: DictConfig, stage: Stage, modules: StageModules, batch: B
     grads = sum(p.grad is not None for p in params)
     result = {"device": str(device), "mixed_precision": precision, "batch_size": int(cfg.trainer.batch_size),
               "gradient_checkpointing": bool(cfg.gradient_checkpointing), "loss": float(loss.detach()),
-              "parameters_with_gradients": grads, "seconds": round(seconds, 2)}
+              "parameters_with_gradients": grads, "seconds": seconds}
     if device.type == "cuda":
         result["cuda_max_memory_allocated_bytes"] = torch.cuda.max_memory_allocated()
     else:
