@@ -1,19 +1,54 @@
-"""Measuring one request of Alg. 4 in a fresh process: seconds per phase, the denoiser's frame-evaluations,
-peak memory (scripts/benchmark_infer.py). A module of the package, so a spawned process can import it."""
+"""What the benchmark scripts share: the model to measure (the demo model, the paper configuration with random
+weights, or a folder), a best-of-N timer, and one request of Alg. 4 measured in a fresh process (seconds per
+phase, the denoiser's frame-evaluations, peak memory; scripts/benchmark_infer.py). A module of the package, so a
+spawned process can import it."""
 
 from __future__ import annotations
 
 import math
 import multiprocessing
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from faceedittalker import DEMO_MODEL
 from faceedittalker.data.audio import SAMPLE_RATE, load_audio
 from faceedittalker.errors import InputError
 from faceedittalker.pipeline import PHASES
+
+
+def model_path(model: str | None, cache_dir: Path) -> tuple[str, Path]:
+    """(name, folder) of the model to measure: null = the demo model, `paper` = the paper configuration with
+    random weights (built once under `cache_dir`), or a model folder."""
+    if model is None:
+        return "demo", DEMO_MODEL
+    if model == "paper":
+        from faceedittalker.testing import build_paper_model
+
+        folder = cache_dir / "paper_model"
+        if not (folder / "model_index.json").is_file():
+            print(f"building the paper configuration with random weights in {folder} (once) ...", flush=True)
+            build_paper_model(folder, overwrite=True)
+        return "paper (random weights)", folder
+    if not Path(model).is_dir():
+        raise InputError(f"model folder not found: {model}")
+    return Path(model).name, Path(model)
+
+
+def best_seconds(fn: Callable[[], object], repeats: int, warmup: Callable[[], object] | None = None) -> float:
+    """The fastest of `repeats` timed calls of `fn`, after one untimed call of `warmup` (default: `fn`) that
+    pays for the allocator and the kernels' first-call setup."""
+    (warmup or fn)()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
 
 
 def _rss_mb(field: str) -> float:

@@ -12,7 +12,6 @@ block, attention resolutions, head size, cross-attention width), the stock model
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,19 +23,10 @@ from omegaconf import DictConfig
 from torch.utils.flop_counter import FlopCounterMode
 
 from faceedittalker import CONFIGS_DIR
+from faceedittalker.benchmark import best_seconds
 from faceedittalker.errors import InputError, exit_on_input_error
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
-
-
-def best_seconds(fn: Callable[[], object], repeats: int) -> float:
-    fn()  # warm-up: allocator, oneDNN kernels
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def matmul_peak(size: int, dtype: torch.dtype, repeats: int) -> float:

@@ -17,29 +17,13 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from faceedittalker import CONFIGS_DIR, DEMO_MODEL, DEMO_PORTRAIT, DEMO_SPEECH
-from faceedittalker.benchmark import run_isolated
+from faceedittalker import CONFIGS_DIR, DEMO_PORTRAIT, DEMO_SPEECH
+from faceedittalker.benchmark import model_path, run_isolated
 from faceedittalker.cli.options import resolve_device
-from faceedittalker.errors import InputError, exit_on_input_error
+from faceedittalker.errors import exit_on_input_error
 from faceedittalker.metrics.image import psnr
 from faceedittalker.pipeline import PHASES
 from faceedittalker.utils.files import write_json_atomic
-
-
-def model_path(model: str | None, cache_dir: Path) -> tuple[str, Path]:
-    if model is None:
-        return "demo", DEMO_MODEL
-    if model == "paper":
-        from faceedittalker.testing import build_paper_model
-
-        folder = cache_dir / "paper_model"
-        if not (folder / "model_index.json").is_file():
-            print(f"building the paper configuration with random weights in {folder} (once) ...", flush=True)
-            build_paper_model(folder, overwrite=True)
-        return "paper (random weights)", folder
-    if not Path(model).is_dir():
-        raise InputError(f"model folder not found: {model}")
-    return Path(model).name, Path(model)
 
 
 def table(reports: list[dict]) -> str:

@@ -2,7 +2,8 @@
 
     python scripts/make_demo_model.py [output=runs/quickstart]
 
-Runs (or reuses) `scripts/quickstart.py output=...`, then copies its model folder into the package assets.
+Runs (or reuses) `scripts/quickstart.py output=...` with the tiny recipes' own training budgets (the quickstart
+shortens two of them to fit its 20 minutes), then copies its model folder into the package assets.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ SCRIPTS = Path(__file__).resolve().parent
 def main() -> None:
     args = [a for a in sys.argv[1:] if a.startswith("output=")] or ["output=runs/quickstart"]
     run = Path(args[0].split("=", 1)[1]).expanduser().resolve()
-    subprocess.run([sys.executable, str(SCRIPTS / "quickstart.py"), f"output={run}"], check=True)
+    full_budgets = [f"max_steps.{stage}=null" for stage in ("stage1", "stage2", "landmarks", "stage3")]
+    subprocess.run([sys.executable, str(SCRIPTS / "quickstart.py"), f"output={run}", *full_budgets], check=True)
     target = DEMO_MODEL
     with atomic_directory(target) as folder:
         shutil.copytree(run / "model", folder, dirs_exist_ok=True)

@@ -2,7 +2,8 @@
 
     python scripts/quickstart.py [output=runs/quickstart]
 
-Steps (each skipped when done, so re-running continues where it stopped):
+Steps (each skipped when done, so re-running continues where it stopped; `max_steps.<stage>=N` sets a stage's
+training budget, shorter than the recipe's by default so that the whole run fits in 20 minutes on 2 CPU cores):
   1. stage 1 (Alg. 1) on synthetic faces          experiment=tiny/stage1
   2. stage 2 (Alg. 2), the attribute library       experiment=tiny/stage2
   3. P_ldm (audio -> landmarks) on synthetic clips experiment=tiny/landmarks
@@ -37,7 +38,9 @@ def steps(out: Path, cfg: DictConfig) -> list[tuple[str, list[str]]]:
     edit = [f"edit={cfg.edit}", f"alpha={cfg.alpha}"] if cfg.edit else []
 
     def train(name: str, *extra: str) -> list[str]:
-        return ["train.py", f"experiment=tiny/{name}", f"hydra.run.dir={out / name}", cache, *extra]
+        budget = cfg.max_steps.get(name)
+        steps = [f"trainer.max_steps={budget}"] if budget else []
+        return ["train.py", f"experiment=tiny/{name}", f"hydra.run.dir={out / name}", cache, *steps, *extra]
 
     return [
         ("stage1", train("stage1")),

@@ -1,0 +1,47 @@
+"""scripts/quickstart.py's plan: every stage in order, the shortened budgets, skipping what is done (the
+commands are recorded instead of run; the stages themselves are tested in test_train / test_stage3)."""
+
+from __future__ import annotations
+
+import subprocess
+
+from helpers import run_script_main
+from PIL import Image
+
+
+def recorded_commands(monkeypatch) -> list[list[str]]:
+    calls: list[list[str]] = []
+
+    def run(command, **_):
+        calls.append([part.rsplit("/", 1)[-1] if i == 1 else part for i, part in enumerate(command)][1:])
+        return subprocess.CompletedProcess(command, 0)
+
+    monkeypatch.setattr(subprocess, "run", run)
+    return calls
+
+
+def test_quickstart_runs_every_step_with_its_budget_and_skips_what_is_done(monkeypatch, tmp_path):
+    calls = recorded_commands(monkeypatch)
+    assert run_script_main(monkeypatch, "quickstart.py", f"output={tmp_path}") == 0
+    scripts = [call[0] for call in calls]
+    assert scripts == ["train.py"] * 4 + ["export_model.py", "infer.py"]
+    by_stage = {call[1].removeprefix("experiment=tiny/"): call for call in calls[:4]}
+    assert list(by_stage) == ["stage1", "stage2", "landmarks", "stage3"]
+    assert "trainer.max_steps=300" in by_stage["stage3"] and "trainer.max_steps=1000" in by_stage["landmarks"]
+    assert not any(arg.startswith("trainer.max_steps") for arg in by_stage["stage1"] + by_stage["stage2"])
+    assert f"stage3.feature_space={tmp_path / 'stage1' / 'export'}" in by_stage["stage3"]
+    assert f"output={tmp_path / 'quickstart.mp4'}" in calls[-1] and "edit=Eyeglasses" in calls[-1]
+    assert Image.open(tmp_path / "portrait.png").size == (256, 256)  # the held-out face the video is made from
+    assert sorted(p.name for p in (tmp_path / ".done").iterdir()) == sorted([*by_stage, "model", "video"])
+
+    calls.clear()  # everything done: a second run runs nothing
+    assert run_script_main(monkeypatch, "quickstart.py", f"output={tmp_path}") == 0
+    assert calls == []
+
+
+def test_quickstart_budgets_can_be_the_recipes_own(monkeypatch, tmp_path):
+    calls = recorded_commands(monkeypatch)
+    assert run_script_main(monkeypatch, "quickstart.py", f"output={tmp_path}", "max_steps.stage3=null",
+                           "max_steps.landmarks=null", "max_steps.stage1=50") == 0  # fmt: skip
+    train = [call for call in calls if call[0] == "train.py"]
+    assert [arg for call in train for arg in call if arg.startswith("trainer.max_steps")] == ["trainer.max_steps=50"]
