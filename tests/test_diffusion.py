@@ -196,3 +196,54 @@ def test_paper_keeps_the_eps_mse_and_the_option_files_compose():
         "v_prediction", "min_snr", 5.0)
     assert ddim.config.clip_sample is False  # the tiny experiment's own setting still applies on top
     assert cfg.unet.zsem_adagn and cfg.unet.zsem_cross_attention and cfg.unet.base_channels == 32
+
+
+def gaussian_denoiser(ddim: DDIM, mean: float = 0.3, std: float = 0.5):
+    """The exact eps for data ~ N(mean, std^2): E[eps | z_t] = sqrt(1 - a) (z_t - sqrt(a) mean) / (a std^2 + 1 - a).
+    Its ODE maps z_t to z_0 = mean + std (z_t - sqrt(a) mean) / sqrt(a std^2 + 1 - a) (the standardised value is
+    constant along the flow), so every solver can be checked against the exact solution."""
+    alphas = ddim.alphas_cumprod.double()
+
+    def eps(z, t):
+        a = alphas[torch.as_tensor(t).long()]
+        return ((1 - a).sqrt() * (z.double() - a.sqrt() * mean) / (a * std**2 + 1 - a)).float()
+
+    def solution(z_t, t):  # the ODE's clean end point from z_t at timestep t
+        a = alphas[t]
+        return mean + std * (z_t.double() - a.sqrt() * mean) / (a * std**2 + 1 - a).sqrt()
+
+    def noised(z0, t):  # the ODE's state at timestep t from the clean z0
+        a = alphas[t]
+        return a.sqrt() * mean + (a * std**2 + 1 - a).sqrt() * (z0.double() - mean) / std
+
+    return eps, solution, noised
+
+
+def test_trailing_grids_start_at_the_last_timestep_whatever_the_steps():
+    ddim = DDIM(timestep_spacing="trailing")
+    assert ddim.timesteps(7).tolist() == [999, 856, 713, 570, 428, 285, 142]
+    assert ddim.timesteps(50)[0] == 999 and DDIM().timesteps(7)[0] == 852  # leading: the start moves with N
+    eps, _, noised = gaussian_denoiser(ddim)
+    z0 = torch.rand(2, 3, 4, 4, generator=torch.Generator().manual_seed(10)) * 2 - 1
+    # Inverting with more steps converges on the ODE's exact state at t = 999, where every trailing grid starts.
+    errors = [(ddim.invert(eps, z0, n).double() - noised(z0, 999)).abs().max().item() for n in (20, 100, 500)]
+    assert errors[0] > errors[1] > errors[2] and errors[2] < errors[0] / 20  # first order: error ~ 1 / N
+    with pytest.raises(ValueError, match="dividing 1000"):
+        ddim.invert(eps, z0, 7)  # diffusers' inverse step is on a trailing grid only when N divides T
+
+
+@pytest.mark.parametrize("solver, order", [("dpmsolver++", 2), ("unipc", 3)])
+def test_multistep_solvers_follow_the_ode_closer_than_ddim(solver, order):
+    ddim = DDIM(timestep_spacing="trailing")
+    other = DDIM(timestep_spacing="trailing", solver=solver, solver_order=order)
+    eps, solution, _ = gaussian_denoiser(ddim)
+    z_T = torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(12))
+    exact = solution(z_T, 999)
+    for steps, factor in ((10, 0.8), (20, 0.5), (50, 0.25)):
+        ddim_error = (ddim.sample(eps, z_T, steps).double() - exact).abs().max()
+        solver_error = (other.sample(eps, z_T, steps).double() - exact).abs().max()
+        assert solver_error < factor * ddim_error, (steps, solver_error, ddim_error)
+    with pytest.raises(ValueError, match="trailing"):
+        DDIM(solver="unipc")  # UniPC's own grid is DDIM's only with trailing spacing
+    with pytest.raises(ValueError, match="solver"):
+        DDIM(solver="euler")

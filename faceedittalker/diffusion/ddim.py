@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
-from diffusers import DDIMInverseScheduler, DDIMScheduler
+from diffusers import DDIMInverseScheduler, DDIMScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler
 from tqdm.auto import tqdm
 
 # The network's output for (z_t, t) with the conditions (z_sem, F) already bound: eps, v or z0 as configured.
@@ -29,6 +29,8 @@ Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 LOSS_WEIGHTINGS = ("none", "min_snr")
+TIMESTEP_SPACINGS = ("leading", "trailing")
+SOLVERS = ("ddim", "dpmsolver++", "unipc")
 
 
 @dataclass
@@ -51,6 +53,14 @@ class DiffusionConfig:
     # Training timesteps: t = T * s u / (1 + (s - 1) u), u ~ U(0, 1) (the SD3 shift); 1 = uniform (the paper),
     # s > 1 draws more high-noise timesteps (s = 3: half of them above t = 750).
     timestep_shift: float = 1.0
+    # Generation (Eq. 10) and inversion (Eq. 5) beyond the paper's DDIM. The grid of N timesteps: "leading"
+    # t = 0, T/N, ..., (N-1) T/N (DiffAE's), or "trailing" (T-1, ..., T/N - 1: every grid starts at T-1, so a Z_T
+    # inverted with any number of steps can be sampled with any other). The sampler: "ddim", "dpmsolver++"
+    # (DPM-Solver++, Lu et al. 2022) or "unipc" (UniPC, Zhao et al. 2023; trailing spacing only), multistep
+    # solvers of the same ODE on the same grid, of order `solver_order`. Inversion is DDIM in every case.
+    timestep_spacing: str = "leading"
+    solver: str = "ddim"
+    solver_order: int = 2
 
     def __post_init__(self):
         if self.prediction_type not in PREDICTION_TYPES:
@@ -58,6 +68,15 @@ class DiffusionConfig:
                              f"got {self.prediction_type!r}")
         if self.loss_weighting not in LOSS_WEIGHTINGS:
             raise ValueError(f"diffusion.loss_weighting must be one of {LOSS_WEIGHTINGS}, got {self.loss_weighting!r}")
+        if self.timestep_spacing not in TIMESTEP_SPACINGS:
+            raise ValueError(f"diffusion.timestep_spacing must be one of {TIMESTEP_SPACINGS}, "
+                             f"got {self.timestep_spacing!r}")
+        if self.solver not in SOLVERS:
+            raise ValueError(f"diffusion.solver must be one of {SOLVERS}, got {self.solver!r}")
+        if self.solver == "unipc" and self.timestep_spacing != "trailing":  # its own grid is DDIM's only there
+            raise ValueError("diffusion.solver=unipc needs diffusion.timestep_spacing=trailing")
+        if self.solver_order not in (1, 2, 3):
+            raise ValueError(f"diffusion.solver_order must be 1, 2 or 3, got {self.solver_order}")
         if self.min_snr_gamma <= 0 or self.timestep_shift <= 0:
             raise ValueError("diffusion.min_snr_gamma and diffusion.timestep_shift must be positive")
 
@@ -66,7 +85,7 @@ class DiffusionConfig:
         return dict(num_train_timesteps=self.num_train_timesteps, beta_schedule=self.beta_schedule,
                     beta_start=self.beta_start, beta_end=self.beta_end, clip_sample=self.clip_sample,
                     prediction_type=self.prediction_type, set_alpha_to_one=True, steps_offset=0,
-                    timestep_spacing="leading")
+                    timestep_spacing=self.timestep_spacing)
 
 
 class DDIM:
@@ -143,30 +162,47 @@ class DDIM:
     # ----- sampling (Eq. 10) -----------------------------------------------------------------------------
     @torch.no_grad()
     def sample(self, denoiser: Denoiser, z_T: torch.Tensor, num_steps: int, progress: bool = False) -> torch.Tensor:
-        """Deterministic DDIM (eta = 0) from Z_T at t_{N-1} down to the clean Z_0."""
-        scheduler = DDIMScheduler(**self._scheduler_config)
-        scheduler.set_timesteps(num_steps)
+        """Deterministic DDIM (eta = 0), DPM-Solver++ or UniPC from Z_T at t_{N-1} down to the clean Z_0."""
+        c = self.config
+        if c.solver == "ddim":
+            scheduler = DDIMScheduler(**self._scheduler_config)
+            scheduler.set_timesteps(num_steps)
+            step = lambda prediction, t, z: scheduler.step(prediction, t, z, eta=0.0).prev_sample  # noqa: E731
+        else:  # on DDIM's grid (so inversion and sampling share it), ending on the clean sample
+            schedule = dict(num_train_timesteps=c.num_train_timesteps, beta_schedule=c.beta_schedule,
+                            beta_start=c.beta_start, beta_end=c.beta_end, prediction_type=c.prediction_type,
+                            solver_order=c.solver_order, lower_order_final=True, final_sigmas_type="zero")
+            if c.solver == "dpmsolver++":
+                scheduler = DPMSolverMultistepScheduler(**schedule, algorithm_type="dpmsolver++")
+                scheduler.set_timesteps(timesteps=self.timesteps(num_steps).tolist())
+            else:
+                scheduler = UniPCMultistepScheduler(**schedule, timestep_spacing="trailing")
+                scheduler.set_timesteps(num_steps)
+            step = lambda prediction, t, z: scheduler.step(prediction, t, z).prev_sample  # noqa: E731
         z = z_T
-        for t in tqdm(scheduler.timesteps, desc="DDIM sampling", disable=not progress, leave=False):
+        for t in tqdm(scheduler.timesteps, desc=f"{self.config.solver} sampling", disable=not progress, leave=False):
             prediction = denoiser(z, t.to(z.device))  # eps, v or z0: the scheduler converts
-            z = scheduler.step(prediction, t, z, eta=0.0).prev_sample
+            z = step(prediction, t, z)
         return z
 
     # ----- stochastic encoder (Eq. 5, DiffAE inversion) --------------------------------------------------
     @torch.no_grad()
     def invert(self, denoiser: Denoiser, z0: torch.Tensor, num_steps: int, progress: bool = False) -> torch.Tensor:
         """Deterministic DDIM inversion: clean Z_0 -> Z_T at t_{N-1}, conditioned like the sampler."""
+        if self.config.timestep_spacing == "trailing" and self.num_train_timesteps % num_steps:
+            # diffusers' inverse step reads the current alpha at t_next - T // N: on the grid only when N divides T
+            raise ValueError(f"trailing DDIM inversion needs steps dividing {self.num_train_timesteps}, "
+                             f"got {num_steps}")
         inverse = DDIMInverseScheduler(**self._scheduler_config)
         inverse.set_timesteps(num_steps)
-        stride = self.num_train_timesteps // num_steps
-        z = z0
+        z, t_current = z0, torch.tensor(0)
         for t_next in tqdm(inverse.timesteps, desc="DDIM inversion", disable=not progress, leave=False):
-            # The step to t_next starts at t_next - stride (the clean sample for the first step, where t = 0
-            # is the closest model time); its noise is predicted there, as DiffAE does. The inverse scheduler
-            # reads the alpha of that current point for the conversion of v or z0 into (x0, eps).
-            t_current = torch.clamp(t_next - stride, min=0).to(z.device)
-            prediction = denoiser(z, t_current)
+            # The step to t_next starts at the previous grid point (the clean sample for the first step, where
+            # t = 0 is the closest model time); its noise is predicted there, as DiffAE does. The inverse
+            # scheduler reads the alpha of that current point for the conversion of v or z0 into (x0, eps).
+            prediction = denoiser(z, t_current.to(z.device))
             z = inverse.step(prediction, t_next, z).prev_sample
+            t_current = t_next
         return z
 
     def timesteps(self, num_steps: int) -> torch.Tensor:
