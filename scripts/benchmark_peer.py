@@ -74,8 +74,8 @@ def measure_peer(peer_cfg: DictConfig, frames: int, device: torch.device) -> dic
     tokens = torch.randn(passes, int(peer_cfg.tokens), int(peer_cfg.cross_attention_dim), device=device)
 
     def forward(window: torch.Tensor) -> None:
-        with torch.no_grad():
-            peer(window, 500, tokens)
+        with torch.no_grad():  # one conditioning per frame, as diffusers' AnimateDiff pipeline repeats it
+            peer(window, 500, tokens.repeat_interleave(window.shape[2], dim=0))
         synchronize(device)
 
     print(f"peer: {passes} x {frames} frames at 64 x 64 latents ...", flush=True)
@@ -112,7 +112,7 @@ def main(cfg: DictConfig) -> dict:
         torch.set_num_threads(int(cfg.threads))
     if int(cfg.frames) < 1 or float(cfg.video_seconds) <= 0:
         raise InputError(f"frames must be >= 1 and video_seconds > 0, got {cfg.frames}, {cfg.video_seconds}")
-    device = resolve_device(cfg.device)
+    device = torch.device(resolve_device(cfg.device))
     torch.manual_seed(0)
     name, folder = model_path("paper", Path(cfg.cache_dir))
     frames, video_frames = int(cfg.frames), math.ceil(float(cfg.video_seconds) * VIDEO_FPS)

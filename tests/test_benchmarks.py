@@ -64,3 +64,32 @@ def test_benchmark_steps_compares_samplers_with_a_many_step_render(monkeypatch, 
     assert run_script_main(monkeypatch, "benchmark_steps.py", f"model={tiny_model}", "steps=[8]",
                            "reference_steps=6", f"output={tmp_path / 'x.json'}") == 2  # fmt: skip
     assert not (tmp_path / "x.json").exists()
+
+
+def test_benchmark_peer_charges_each_method_its_evaluations(monkeypatch, tiny_model, tmp_path):
+    import diffusers
+
+    import faceedittalker.benchmark as benchmark
+
+    # The paper model and AniPortrait's UNet take minutes here: the tiny model and a tiny UNetMotionModel stand in.
+    monkeypatch.setattr(benchmark, "model_path", lambda model, cache_dir: ("tiny", tiny_model))
+    motion_unet = diffusers.UNetMotionModel
+    tiny_peer = lambda **kwargs: motion_unet(  # noqa: E731
+        block_out_channels=(32, 64), layers_per_block=1, norm_num_groups=8, num_attention_heads=2,
+        motion_num_attention_heads=2, down_block_types=("CrossAttnDownBlockMotion", "DownBlockMotion"),
+        up_block_types=("UpBlockMotion", "CrossAttnUpBlockMotion"), cross_attention_dim=kwargs["cross_attention_dim"])
+    monkeypatch.setattr(diffusers, "UNetMotionModel", tiny_peer)
+    output = tmp_path / "peer.json"
+    assert run_script_main(monkeypatch, "benchmark_peer.py", "frames=2", "decode=false", f"json={output}") == 0
+    report = json.loads(output.read_text())
+    ours, peer = report["ours"], report["peer"]
+    model = FaceEditTalkerPipeline.from_pretrained(tiny_model).video_model
+    assert report["video_frames"] == 200 and ours["evaluations_per_frame"] == model.evaluations_per_frame(200)
+    assert ours["inversion_evaluations"] == model.invert_steps * model.num_frames
+    assert peer["evaluations_per_frame"] == 50  # 25 steps x classifier-free guidance
+    expected = ours["seconds_per_evaluation"] * (ours["evaluations_per_frame"] + ours["inversion_evaluations"] / 200)
+    assert ours["denoising_seconds_per_frame"] == pytest.approx(expected)
+    assert peer["denoising_seconds_per_frame"] == pytest.approx(50 * peer["seconds_per_evaluation"])
+    assert report["denoising_ratio"] == pytest.approx(peer["denoising_seconds_per_frame"]
+                                                      / ours["denoising_seconds_per_frame"])  # fmt: skip
+    assert "total_ratio" not in report
