@@ -23,7 +23,7 @@ from faceedittalker.pipeline import PHASES
 
 def model_path(model: str | None, cache_dir: Path) -> tuple[str, Path]:
     """(name, folder) of the model to measure: null = the demo model, `paper` = the paper configuration with
-    random weights (built once under `cache_dir`), or a model folder."""
+    random weights (built once under `cache_dir`: delete it after changing the paper recipes), or a model folder."""
     if model is None:
         return "demo", DEMO_MODEL
     if model == "paper":

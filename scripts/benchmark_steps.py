@@ -52,8 +52,8 @@ def main(cfg: DictConfig) -> dict:
     own_landmarks = pipe.landmark_image(crop.landmarks)
     encode_reference, inverted = model.encode_reference, {}
 
-    def configure(solver: str, spacing: str, invert_steps: int) -> None:
-        model.ddim = DDIM(**{**schedule, "solver": solver, "timestep_spacing": spacing})
+    def configure(solver: str, spacing: str, invert_steps: int, order: int = 2) -> None:
+        model.ddim = DDIM(**{**schedule, "solver": solver, "timestep_spacing": spacing, "solver_order": order})
         model.invert_steps = invert_steps
 
     def cached_reference(image, landmark_image, z_sem=None):  # (spacing, inversion steps) -> (z_sem, Z_T)
@@ -84,10 +84,12 @@ def main(cfg: DictConfig) -> dict:
     rows = []
     for sampler in cfg.samplers:
         for n in steps:
-            configure(sampler.solver, sampler.timestep_spacing, int(sampler.invert_steps or n))
+            configure(sampler.solver, sampler.timestep_spacing, int(sampler.invert_steps or n),
+                      int(sampler.get("solver_order") or 2))
             frames, seconds = render(n)
             per_frame = psnr(frames, reference)  # (T,) dB
-            rows.append({"solver": sampler.solver, "timestep_spacing": sampler.timestep_spacing, "steps": n,
+            rows.append({"solver": sampler.solver, "solver_order": model.ddim.config.solver_order,
+                         "timestep_spacing": sampler.timestep_spacing, "steps": n,
                          "invert_steps": model.invert_steps,
                          "evaluations_per_frame": round(model.evaluations_per_frame(num_frames, n), 2),
                          "long_video_evaluations_per_frame": round(model.evaluations_per_frame(10_000, n), 2),
@@ -103,7 +105,7 @@ def main(cfg: DictConfig) -> dict:
           "render (dB) | worst frame (dB) | reference round trip (dB) | seconds |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['solver']} | {r['timestep_spacing']} | {r['steps']} | {r['invert_steps']} "
+        print(f"| {r['solver']} ({r['solver_order']}) | {r['timestep_spacing']} | {r['steps']} | {r['invert_steps']} "
               f"| {r['evaluations_per_frame']} ({r['long_video_evaluations_per_frame']}) "
               f"| {r['psnr_to_reference_db']} | {r['min_frame_psnr_db']} | {r['round_trip_psnr_db']} "
               f"| {r['seconds']} |")
