@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 from training_fixtures import IndexedNoiseStage1, train_indexed
 
 from faceedittalker import REPO_ROOT
+from faceedittalker.errors import InputError
 from faceedittalker.models.feature_space import ImageFeatureSpace
 from faceedittalker.stages import STAGES
 from faceedittalker.training import checkpoint as ckpt
@@ -350,3 +351,23 @@ def test_a_non_finite_loss_stops_the_run_before_it_reaches_a_checkpoint(tmp_path
         Trainer(cfg, stage, tmp_path / "run").fit()
     names = [p.name for p in ckpt.list_checkpoints(tmp_path / "run" / "checkpoints")]
     assert names == ["checkpoint-00000002"]
+
+
+def test_lr_scale_gives_a_module_its_own_learning_rate(tmp_path, tiny_cache):
+    # semantic_encoder at scale 0: its weights stay at their initial values while eps_theta's move.
+    overrides = tiny_overrides(tiny_cache, "trainer.max_steps=2", "trainer.sample_every=100",
+                               "trainer.lr_scale={semantic_encoder:0.0}")
+    cfg = compose_train_config(overrides)
+    initial = _initial_weights(cfg, tmp_path / "init")
+    trainer = Trainer(cfg, STAGES[1](cfg), tmp_path / "run")
+    trainer.fit()
+    assert trainer.base_lrs == [0.0, cfg.trainer.optimizer.lr]
+    weights = _checkpoint_weights(tmp_path / "run")
+    changed = {key.split("/")[0] for key in weights if not torch.equal(weights[key], initial[key])}
+    assert changed == {"model_1"}  # model: semantic_encoder, model_1: unet (the order of the trainable modules)
+
+
+def test_lr_scale_of_a_module_the_stage_does_not_train_is_a_clear_error(tmp_path, tiny_cache):
+    cfg = compose_train_config(tiny_overrides(tiny_cache, "trainer.lr_scale={landmark_encoder:0.5}"))
+    with pytest.raises(InputError, match="trainer.lr_scale names \\['landmark_encoder'\\]"):
+        Trainer(cfg, STAGES[1](cfg), tmp_path / "run")._build()

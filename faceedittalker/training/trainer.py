@@ -89,8 +89,7 @@ class Trainer:
         if self.tcfg.get("gradient_checkpointing", False):
             enable_gradient_checkpointing(modules.trainable)
         self.names = list(modules.trainable)
-        params = list(itertools.chain.from_iterable(m.parameters() for m in modules.trainable.values()))
-        optimizer = instantiate(self.tcfg.optimizer)(params)
+        optimizer = instantiate(self.tcfg.optimizer)(self._parameter_groups(modules.trainable))
         self.base_lrs = [group["lr"] for group in optimizer.param_groups]
 
         prepared = acc.prepare(*modules.trainable.values(), optimizer, loader)
@@ -112,6 +111,19 @@ class Trainer:
                 (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
                 init_kwargs.setdefault("wandb", {}).setdefault("dir", str(self.run_dir / "logs"))
             acc.init_trackers(self.stage.name, config=_flat_config(self.cfg), init_kwargs=init_kwargs)
+
+    def _parameter_groups(self, trainable: dict[str, nn.Module]) -> list:
+        """The optimiser's parameters: one group (the default), or one per trainable module when
+        `trainer.lr_scale` names modules (their learning rate is `optimizer.lr` times the scale; the others 1)."""
+        scales = dict(self.tcfg.get("lr_scale") or {})
+        unknown = sorted(set(scales) - set(trainable))
+        if unknown:
+            raise InputError(f"trainer.lr_scale names {unknown}, not trainable in this stage ({sorted(trainable)})")
+        if not scales:
+            return list(itertools.chain.from_iterable(m.parameters() for m in trainable.values()))
+        base = float(self.tcfg.optimizer.lr)
+        return [{"params": list(m.parameters()), "lr": base * float(scales.get(name, 1.0))}
+                for name, m in trainable.items()]
 
     # ----- checkpoints -----------------------------------------------------------------------------------
     def _resume(self) -> None:
