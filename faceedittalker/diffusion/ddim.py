@@ -55,7 +55,7 @@ class DiffusionConfig:
     timestep_shift: float = 1.0
     # Generation (Eq. 10) and inversion (Eq. 5) beyond the paper's DDIM. The grid of N timesteps: "leading"
     # t = 0, T/N, ..., (N-1) T/N (DiffAE's), or "trailing" (T-1, ..., T/N - 1: every grid starts at T-1, so a Z_T
-    # inverted with any number of steps can be sampled with any other). The sampler: "ddim", "dpmsolver++"
+    # inverted with any number of steps dividing T can be sampled with any other). The sampler: "ddim", "dpmsolver++"
     # (DPM-Solver++, Lu et al. 2022) or "unipc" (UniPC, Zhao et al. 2023; trailing spacing only), multistep
     # solvers of the same ODE on the same grid, of order `solver_order`. Inversion is DDIM in every case.
     timestep_spacing: str = "leading"
@@ -169,9 +169,9 @@ class DDIM:
             scheduler.set_timesteps(num_steps)
             step = lambda prediction, t, z: scheduler.step(prediction, t, z, eta=0.0).prev_sample  # noqa: E731
         else:  # on DDIM's grid (so inversion and sampling share it), ending on the clean sample
-            schedule = dict(num_train_timesteps=c.num_train_timesteps, beta_schedule=c.beta_schedule,
-                            beta_start=c.beta_start, beta_end=c.beta_end, prediction_type=c.prediction_type,
-                            solver_order=c.solver_order, lower_order_final=True, final_sigmas_type="zero")
+            shared = ("num_train_timesteps", "beta_schedule", "beta_start", "beta_end", "prediction_type")
+            schedule = {key: self._scheduler_config[key] for key in shared}
+            schedule.update(solver_order=c.solver_order, lower_order_final=True, final_sigmas_type="zero")
             if c.solver == "dpmsolver++":
                 scheduler = DPMSolverMultistepScheduler(**schedule, algorithm_type="dpmsolver++")
                 scheduler.set_timesteps(timesteps=self.timesteps(num_steps).tolist())
@@ -180,7 +180,7 @@ class DDIM:
                 scheduler.set_timesteps(num_steps)
             step = lambda prediction, t, z: scheduler.step(prediction, t, z).prev_sample  # noqa: E731
         z = z_T
-        for t in tqdm(scheduler.timesteps, desc=f"{self.config.solver} sampling", disable=not progress, leave=False):
+        for t in tqdm(scheduler.timesteps, desc=f"{c.solver} sampling", disable=not progress, leave=False):
             prediction = denoiser(z, t.to(z.device))  # eps, v or z0: the scheduler converts
             z = step(prediction, t, z)
         return z
