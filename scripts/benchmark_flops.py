@@ -72,7 +72,7 @@ def measure(name: str, forward: Callable[[], torch.Tensor], dtype: torch.dtype, 
     results = {}
     for kind, fn in (("forward", infer), ("training_step", train))[: 2 if training_step else 1]:
         flops, seconds = counted_flops(fn), best_seconds(fn, repeats)
-        results[kind] = {"flops": flops, "seconds": round(seconds, 4), "flop_per_s": flops / seconds,
+        results[kind] = {"flops": flops, "seconds": seconds, "flop_per_s": flops / seconds,
                          "share_of_peak": round(flops / seconds / peak, 3)}
         print(f"| {name} | {kind} | {flops / 1e9:.1f} GFLOP | {seconds:.3f} s | {flops / seconds / 1e9:.1f} GFLOP/s | "
               f"{100 * flops / seconds / peak:.0f} % |")

@@ -247,3 +247,22 @@ def test_multistep_solvers_follow_the_ode_closer_than_ddim(solver, order):
         DDIM(solver="unipc")  # UniPC's own grid is DDIM's only with trailing spacing
     with pytest.raises(ValueError, match="solver"):
         DDIM(solver="euler")
+
+
+def test_a_model_folder_with_refused_sampler_settings_is_one_clear_error(tiny_model, tmp_path):
+    import json
+    import shutil
+
+    from faceedittalker.errors import InputError
+    from faceedittalker.models.talking_head import TalkingHeadModel
+
+    for change, message in (({"diffusion": {"solver": "euler"}}, "solver"),
+                            ({"diffusion": {"timestep_spacing": "trailing"}, "invert_steps": 7}, "must divide")):
+        folder = tmp_path / message.replace(" ", "_")
+        shutil.copytree(tiny_model / "video_model", folder)
+        config = json.loads((folder / "talking_head.json").read_text())
+        config["diffusion"].update(change.pop("diffusion"))
+        config.update(change)
+        (folder / "talking_head.json").write_text(json.dumps(config))
+        with pytest.raises(InputError, match=message):
+            TalkingHeadModel.from_pretrained(folder)

@@ -153,7 +153,10 @@ class PretrainedFolder:
         `_from_parts` and to nested folders (e.g. `autoencoder_path`)."""
         directory, config = cls.read_config(directory)
         parts = {name: cls.load_part(directory, name, **overrides) for name in cls.parts}
-        model = cls._from_parts(directory, config, parts, device=device, **overrides)
+        try:
+            model = cls._from_parts(directory, config, parts, device=device, **overrides)
+        except (ValueError, TypeError) as err:  # settings the classes refuse (an unknown solver, ...): one line
+            raise InputError(f"invalid {cls.description} folder {directory}: {err}") from err
         if isinstance(model, torch.nn.Module):
             model = model.to(device).eval()
         return model

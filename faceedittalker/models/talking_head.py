@@ -67,6 +67,9 @@ class TalkingHeadModel(PretrainedFolder, nn.Module):
         window_batch_size: int = 4,
     ):
         super().__init__()
+        if ddim.config.timestep_spacing == "trailing" and ddim.num_train_timesteps % invert_steps:
+            raise ValueError(f"invert_steps={invert_steps} must divide {ddim.num_train_timesteps} with trailing "
+                             "timestep spacing (DDIM.invert)")
         self.autoencoder = autoencoder
         self.semantic_encoder = semantic_encoder
         self.unet = unet
