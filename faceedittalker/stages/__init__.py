@@ -1,5 +1,6 @@
 """Training stages (Alg. 1-3), one file each, selected by the plain config key `stage` (and, for stage 3, by
-`stage3.target`: `video` for eps_theta + E_ldm, `landmarks` for P_ldm)."""
+`stage3.target`: `video` for eps_theta + E_ldm, `landmarks` for P_ldm). Stage 0, beyond the paper, trains a small
+autoencoder for E_img where no pretrained VAE fits the data (the synthetic world)."""
 
 from collections.abc import Callable
 
@@ -7,6 +8,7 @@ from omegaconf import DictConfig
 
 from faceedittalker.errors import InputError
 from faceedittalker.stages.base import Stage, StageModules
+from faceedittalker.stages.stage0_autoencoder import AutoencoderStage
 from faceedittalker.stages.stage1 import Stage1
 from faceedittalker.stages.stage2 import Stage2
 from faceedittalker.stages.stage3_landmarks import LandmarkStage
@@ -21,6 +23,7 @@ def build_stage3(cfg: DictConfig) -> Stage:
     return targets[cfg.stage3.target](cfg)
 
 
-STAGES: dict[int, Callable[[DictConfig], Stage]] = {1: Stage1, 2: Stage2, 3: build_stage3}
+STAGES: dict[int, Callable[[DictConfig], Stage]] = {0: AutoencoderStage, 1: Stage1, 2: Stage2, 3: build_stage3}
 
-__all__ = ["STAGES", "Stage", "StageModules", "Stage1", "Stage2", "VideoStage", "LandmarkStage", "build_stage3"]
+__all__ = ["STAGES", "Stage", "StageModules", "AutoencoderStage", "Stage1", "Stage2", "VideoStage", "LandmarkStage",
+           "build_stage3"]
