@@ -25,6 +25,9 @@ EXPECTED = {
     "ablation/tiny_ldm_conv": (3, "video", 400, 2, 32, (False, False)),
     "ablation/tiny_ldm_multiscale": (3, "video", 400, 2, 32, (True, False)),
     "ablation/tiny_ldm_multiscale_xattn": (3, "video", 400, 2, 32, PAPER_LDM),
+    "tiny_latent/autoencoder": (0, "video", 2000, 8, 128, PAPER_LDM),  # stage 0: the world's VAE
+    "tiny_latent/stage1": (1, "video", 3000, 8, 128, PAPER_LDM),
+    "tiny_latent/stage2": (2, "video", 400, 8, 128, PAPER_LDM),
 }
 
 
@@ -47,12 +50,15 @@ def test_experiment_composes_with_its_recipe(name):
     assert (cfg.landmark_encoder.multiscale, cfg.landmark_encoder.reference_cross_attention) == ldm
     # Each recipe has its own default run folder, without a timestamp (every rank agrees; re-running resumes).
     assert cfg.hydra.run.dir == f"runs/{cfg.run_name}"
-    family = "tiny" if "tiny" in name else "paper"
+    family = "tiny-latent" if name.startswith("tiny_latent/") else "tiny" if "tiny" in name else "paper"
     assert cfg.run_name.startswith(family)
     # The shared base is inherited, not copied: the families differ in image space, audio features and lr.
+    tiny = family.startswith("tiny")
     assert cfg.autoencoder.kind == ("identity" if family == "tiny" else "vae")
-    assert cfg.audio_encoder._target_.endswith("MelFeatureEncoder" if family == "tiny" else "AudioFeatureEncoder")
-    assert cfg.trainer.optimizer.lr == pytest.approx(1e-3 if family == "tiny" else 1e-4)
+    assert cfg.audio_encoder._target_.endswith("MelFeatureEncoder" if tiny else "AudioFeatureEncoder")
+    assert cfg.trainer.optimizer.lr == pytest.approx(1e-3 if tiny else 1e-4)
+    if family == "tiny-latent":  # the world's own VAE, which stage 0 of the family trains
+        assert cfg.autoencoder.pretrained == "runs/tiny-latent-autoencoder/export/autoencoder"
     # Later stages read the stage-1 export of the same family by default.
     if stage == 2:
         assert cfg.stage2.feature_space == f"runs/{family}-stage1/export"
