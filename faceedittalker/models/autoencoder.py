@@ -119,8 +119,9 @@ def _load_vae(pretrained: str, subfolder: str | None, local_files_only: bool = F
     looks_like_hub_id = not path.exists() and pretrained.count("/") == 1 and not pretrained.startswith((".", "/"))
     if not path.exists() and not looks_like_hub_id:
         raise InputError(
-            f"VAE folder not found: {pretrained} (download e.g. stabilityai/sd-vae-ft-mse and pass "
-            "autoencoder.pretrained=DIR)"
+            f"VAE folder not found: {pretrained} (pass autoencoder.pretrained=DIR: a downloaded VAE such as "
+            "stabilityai/sd-vae-ft-mse, or for the synthetic world stage 0's export, "
+            "experiment=tiny_latent/autoencoder)"
         )
     try:
         source = str(path) if path.exists() else pretrained

@@ -77,7 +77,8 @@ class AutoencoderStage(Stage):
 
     @torch.no_grad()
     def export(self, directory: Path, modules: dict[str, nn.Module]) -> None:
-        """Set `scaling_factor` to 1 / std of the training latents, re-save, and record the round-trip PSNR."""
+        """Set `scaling_factor` to 1 / std of the training latents in the exported config (the trainer has written the
+        weights already) and record the round-trip PSNR."""
         vae = modules["autoencoder"]
         was_training = vae.training
         vae.eval()
@@ -93,7 +94,7 @@ class AutoencoderStage(Stage):
         latents = torch.cat(means)
         scaling_factor = float(1.0 / latents.std().clamp_min(1e-6))
         vae.register_to_config(scaling_factor=scaling_factor)
-        vae.save_pretrained(directory / "autoencoder")
+        vae.save_config(directory / "autoencoder")
         metrics = {"round_trip_psnr_db": float(psnr(torch.cat(recons), images).mean()), "images": count,
                    "scaling_factor": scaling_factor, "latent_mean": float(latents.mean()),
                    "latent_shape": list(latents.shape[1:])}
