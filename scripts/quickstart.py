@@ -4,7 +4,7 @@
 
 Steps (each skipped when done, so re-running continues where it stopped; `max_steps.<stage>=N` sets a stage's
 training budget, shorter than the recipe's by default so that the whole run fits in 20 minutes on 2 CPU cores):
-  1. stage 1 (Alg. 1) on synthetic faces          experiment=tiny/stage1
+  1. stage 1 (Alg. 1) on synthetic faces          experiment=tiny/stage1_v (plain v-MSE: a z_sem that edits)
   2. stage 2 (Alg. 2), the attribute library       experiment=tiny/stage2
   3. P_ldm (audio -> landmarks) on synthetic clips experiment=tiny/landmarks
   4. stage 3 (Alg. 3), the video model             experiment=tiny/stage3
@@ -26,6 +26,7 @@ from PIL import Image
 
 from faceedittalker import CONFIGS_DIR, DEMO_SPEECH
 from faceedittalker.errors import exit_on_input_error
+from faceedittalker.synthetic.face import RENDERED_ATTRIBUTES
 from faceedittalker.synthetic.sets import held_out_portrait
 
 SCRIPTS = Path(__file__).resolve().parent
@@ -40,7 +41,8 @@ def steps(out: Path, cfg: DictConfig) -> list[tuple[str, list[str]]]:
     def train(name: str, *extra: str) -> list[str]:
         budget = cfg.max_steps.get(name)
         steps = [f"trainer.max_steps={budget}"] if budget else []
-        return ["train.py", f"experiment=tiny/{name}", f"hydra.run.dir={out / name}", cache, *steps, *extra]
+        recipe = cfg.recipes.get(name, f"tiny/{name}")
+        return ["train.py", f"experiment={recipe}", f"hydra.run.dir={out / name}", cache, *steps, *extra]
 
     return [
         ("stage1", train("stage1")),
@@ -62,8 +64,11 @@ def main(cfg: DictConfig) -> None:
     done = out / ".done"
     done.mkdir(exist_ok=True)
     portrait = out / "portrait.png"
-    if not portrait.is_file():  # a person no stage has seen, without glasses so the edit shows
-        image, _ = held_out_portrait(index=0, size=cfg.portrait_size, Eyeglasses=False)
+    if not portrait.is_file():  # a person no stage has seen, without glasses, and without the edit's attribute
+        forced = {"Eyeglasses": False}  # when it adds it (with it when alpha < 0), so that the edit shows
+        if isinstance(cfg.edit, str) and cfg.edit in RENDERED_ATTRIBUTES:
+            forced[cfg.edit] = float(cfg.alpha) < 0
+        image, _ = held_out_portrait(index=0, size=cfg.portrait_size, **forced)
         Image.fromarray(image).save(portrait)
     env = dict(os.environ)
     if cfg.threads:

@@ -12,6 +12,7 @@ from faceedittalker import CONFIGS_DIR
 PAPER_LDM = (True, True)  # Table V IV, the paper's E_ldm
 EXPECTED = {
     "tiny/stage1": (1, "video", 400, 8, 32, PAPER_LDM),
+    "tiny/stage1_v": (1, "video", 5000, 8, 32, PAPER_LDM),  # the demo model's: plain v-MSE + AdaGN
     "tiny/stage2": (2, "video", 400, 8, 32, PAPER_LDM),
     "tiny/stage3": (3, "video", 400, 2, 32, PAPER_LDM),
     "tiny/landmarks": (3, "landmarks", 1500, 16, 32, PAPER_LDM),
@@ -76,3 +77,12 @@ def test_stage_on_the_command_line_is_a_plain_override():
     assert (cfg.stage, cfg.stage3.target, cfg.resolution) == (3, "landmarks", 32)
     assert compose_train_config(["experiment=ablation/tiny_ldm_conv", "landmark_encoder=multiscale"]) \
         .landmark_encoder.multiscale is True  # a command-line group choice still wins over the recipe's
+
+
+def test_the_demo_models_stage1_recipe_trains_v_with_adagn_and_a_slower_encoder():
+    cfg = compose_train_config(["experiment=tiny/stage1_v"])
+    tiny = compose_train_config(["experiment=tiny/stage1"])
+    assert (cfg.diffusion.prediction_type, cfg.diffusion.loss_weighting) == ("v_prediction", "none")
+    assert tiny.diffusion.prediction_type == "epsilon"  # tiny/stage1 keeps the paper's eps-MSE
+    assert cfg.unet.zsem_adagn is True and cfg.trainer.lr_scale.semantic_encoder == 0.1
+    assert cfg.unet.base_channels == tiny.unet.base_channels  # the same tiny networks otherwise

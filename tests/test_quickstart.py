@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import subprocess
 
+import numpy as np
 from helpers import run_script_main
 from PIL import Image
+
+from faceedittalker.synthetic.sets import held_out_portrait
 
 
 def recorded_commands(monkeypatch) -> list[list[str]]:
@@ -25,12 +28,14 @@ def test_quickstart_runs_every_step_with_its_budget_and_skips_what_is_done(monke
     assert run_script_main(monkeypatch, "quickstart.py", f"output={tmp_path}") == 0
     scripts = [call[0] for call in calls]
     assert scripts == ["train.py"] * 4 + ["export_model.py", "infer.py"]
-    by_stage = {call[1].removeprefix("experiment=tiny/"): call for call in calls[:4]}
+    by_stage = {call[1].removeprefix("experiment=tiny/").removesuffix("_v"): call for call in calls[:4]}
     assert list(by_stage) == ["stage1", "stage2", "landmarks", "stage3"]
+    assert by_stage["stage1"][1] == "experiment=tiny/stage1_v"  # the v-MSE stage 1, whose z_sem edits
     assert "trainer.max_steps=300" in by_stage["stage3"] and "trainer.max_steps=1000" in by_stage["landmarks"]
-    assert not any(arg.startswith("trainer.max_steps") for arg in by_stage["stage1"] + by_stage["stage2"])
+    assert "trainer.max_steps=1000" in by_stage["stage1"]
+    assert not any(arg.startswith("trainer.max_steps") for arg in by_stage["stage2"])
     assert f"stage3.feature_space={tmp_path / 'stage1' / 'export'}" in by_stage["stage3"]
-    assert f"output={tmp_path / 'quickstart.mp4'}" in calls[-1] and "edit=Eyeglasses" in calls[-1]
+    assert f"output={tmp_path / 'quickstart.mp4'}" in calls[-1] and "edit=Blond_Hair" in calls[-1]
     assert Image.open(tmp_path / "portrait.png").size == (256, 256)  # the held-out face the video is made from
     assert sorted(p.name for p in (tmp_path / ".done").iterdir()) == sorted([*by_stage, "model", "video"])
 
@@ -45,3 +50,13 @@ def test_quickstart_budgets_can_be_the_recipes_own(monkeypatch, tmp_path):
                            "max_steps.landmarks=null", "max_steps.stage1=50") == 0  # fmt: skip
     train = [call for call in calls if call[0] == "train.py"]
     assert [arg for call in train for arg in call if arg.startswith("trainer.max_steps")] == ["trainer.max_steps=50"]
+
+
+def test_quickstart_portrait_lacks_the_attribute_it_adds_and_has_the_one_it_removes(monkeypatch, tmp_path):
+    recorded_commands(monkeypatch)
+    for alpha, has_it in ((0.5, False), (-0.5, True)):
+        out = tmp_path / f"alpha{alpha}"
+        assert run_script_main(monkeypatch, "quickstart.py", f"output={out}", "edit=Blond_Hair", f"alpha={alpha}") == 0
+        expected, identity = held_out_portrait(index=0, size=256, Eyeglasses=False, Blond_Hair=has_it)
+        assert identity.attributes["Blond_Hair"] is has_it and not identity.attributes["Eyeglasses"]
+        assert np.array_equal(np.asarray(Image.open(out / "portrait.png").convert("RGB")), expected)
