@@ -110,6 +110,9 @@ def test_evaluate_world_on_a_random_model(tmp_path, monkeypatch, tiny_judge):
     for condition in ("true_landmarks", "frozen_reference", "audio", "audio_edited", "judge_on_truth"):
         r = lipsync[condition]["pearson_r_mean"]
         assert r is None or -1 <= r <= 1
+    psnrs = lipsync["psnr_to_truth_db"]  # generated frames against the rendered truth, per condition
+    assert set(psnrs) == {"true_landmarks", "frozen_reference", "audio", "audio_edited"}
+    assert all(0 < v["frame"] < 60 and 0 < v["mouth"] < 60 for v in psnrs.values())
     rate = result["goal4_talking_edit"]["judge_rate_with_edit"]
     assert 0 <= rate <= 1
     picture = Image.open(out / "world.png")

@@ -34,6 +34,7 @@ from faceedittalker.landmarks.topology import (
     RIGHT_EYE,
     mouth_opening,
 )
+from faceedittalker.metrics.image import mouth_psnr, psnr
 from faceedittalker.metrics.judge import WorldJudge, pearson_r
 from faceedittalker.metrics.semantics import held_out_split, probe_against_pixels
 from faceedittalker.pipeline import FaceEditTalkerPipeline
@@ -196,6 +197,7 @@ def lipsync_goal(pipe: FaceEditTalkerPipeline, judge: WorldJudge, attribute: str
     conditions = ("true_landmarks", "frozen_reference", "audio", "audio_edited")
     per_clip: dict[str, list] = {c: [] for c in (*conditions, "judge_on_truth", "p_ldm_landmarks")}
     attribute_rate: dict[str, list[float]] = {"audio": [], "audio_edited": []}
+    to_truth: dict[str, dict[str, list[float]]] = {c: {"frame": [], "mouth": []} for c in conditions}  # PSNR, dB
     shown: dict = {}
     for c in range(clips):
         clip = held_out_clip(c, seconds, portrait_size, seed)
@@ -219,6 +221,11 @@ def lipsync_goal(pipe: FaceEditTalkerPipeline, judge: WorldJudge, attribute: str
             judged = judge.judge(out.frames[:count])
             curves[condition] = judged["opening"]
             per_clip[condition].append(pearson_r(judged["opening"], truth[:count]))
+            video, real = (torch.from_numpy(f[:count]).permute(0, 3, 1, 2).float() / 127.5 - 1
+                           for f in (out.frames, truth_frames))  # (T, 3, R, R) in [-1, 1]
+            to_truth[condition]["frame"].append(float(psnr(video, real).mean()))
+            lips = torch.from_numpy(true_crop[None, :count]).float()  # the true mouth box, crop-normalised
+            to_truth[condition]["mouth"].append(mouth_psnr(video[None], real[None], lips))
             if condition in attribute_rate:
                 attribute_rate[condition].append(float((judged["probabilities"][:, column] > 0.5).mean()))
             if condition == "audio":
@@ -232,6 +239,8 @@ def lipsync_goal(pipe: FaceEditTalkerPipeline, judge: WorldJudge, attribute: str
         return round(float(np.mean(defined)), 4) if defined else None
 
     lipsync = {name: {"pearson_r_mean": mean(values), "per_clip": values} for name, values in per_clip.items()}
+    # Pixels against the rendered truth: whole crop and mouth box (quality against steps reads these too).
+    lipsync["psnr_to_truth_db"] = {c: {part: mean(v) for part, v in regions.items()} for c, regions in to_truth.items()}
     lipsync["clips"], lipsync["seconds"] = clips, seconds
     edited_r, plain_r = lipsync["audio_edited"]["pearson_r_mean"], lipsync["audio"]["pearson_r_mean"]
     talking_edit = {
