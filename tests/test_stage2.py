@@ -16,6 +16,7 @@ from faceedittalker.data.images import LabelledImageDataset
 from faceedittalker.errors import InputError
 from faceedittalker.models.attributes import AttributeClassifier
 from faceedittalker.stages import STAGES
+from faceedittalker.stages.stage2 import positive_weights
 from faceedittalker.synthetic.portraits import real_face_crops
 from faceedittalker.training.trainer import Trainer
 
@@ -89,6 +90,40 @@ def test_labelled_folder_matches_rows_by_file_name(tmp_path):
     assert mirrored[3]["labels"].tolist() == [0.0, 1.0, 1.0]  # the mirror of 2.jpg keeps its labels
     with pytest.raises(InputError, match="attribute file not found"):
         LabelledImageDataset(tmp_path, 16, attribute_file=str(tmp_path / "missing.txt"))
+
+
+def test_class_balanced_bce_predicts_a_rare_attribute_that_plain_bce_leaves_to_the_prior():
+    # A rare attribute (~4 % positives), a noisy function of a hidden direction. Eq. 12's plain BCE predicts the
+    # prior (balanced accuracy 0.5); positives weighted by negatives / positives predict it. Both find the
+    # direction (what an edit uses): the weighting moves the threshold, not the direction.
+    gen = torch.Generator().manual_seed(0)
+    z = torch.randn(4000, 16, generator=gen)
+    w_true = torch.randn(16, generator=gen)
+    score = z @ w_true / w_true.norm() + torch.randn(4000, generator=gen)
+    labels = (score > 1.75 * math.sqrt(2)).float()[:, None]
+    weights = positive_weights(labels)
+    assert weights.item() == pytest.approx((labels == 0).sum().item() / labels.sum().item())
+    assert positive_weights(torch.zeros(5, 2)).tolist() == [1.0, 1.0]  # no positives: nothing to weigh
+
+    def train(pos_weight):
+        clf = AttributeClassifier(names=["Eyeglasses"], z_dim=16)
+        clf.set_statistics(z)
+        opt = torch.optim.Adam(clf.parameters(), lr=1e-2)
+        for _ in range(200):
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(clf(z), labels, pos_weight=pos_weight)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        predicted, positive = clf(z).detach() > 0, labels.bool()
+        accuracy = 0.5 * (predicted[positive].float().mean() + (~predicted[~positive]).float().mean()).item()
+        w_std = w_true * clf.z_std
+        return accuracy, torch.dot(clf.direction("Eyeglasses"), w_std / w_std.norm()).item()
+
+    (plain, plain_cos), (balanced, balanced_cos) = train(None), train(weights)
+    print(f"balanced accuracy / cosine: plain BCE {plain:.3f} / {plain_cos:.3f}, weighted {balanced:.3f} / "
+          f"{balanced_cos:.3f}")
+    assert plain < 0.6 and balanced > 0.8
+    assert plain_cos > 0.9 and balanced_cos > 0.9
 
 
 def test_stage2_trains_on_the_codes_of_a_stage1_export(tmp_path, tiny_cache):

@@ -94,6 +94,8 @@ def test_stage3_video_trains_exports_a_talking_head_model_and_resumes(tmp_path, 
     stage3 = load_file(export / "unet" / "diffusion_pytorch_model.safetensors")
     assert set(stage1) < set(stage3) and any(".temporal." in key for key in stage3)
     assert stage3["conv_in.weight"].shape[1] == stage1["conv_in.weight"].shape[1] + 4
+    # The frozen E_sem came from stage 1's folder; the export does not record that machine-local path.
+    assert "_name_or_path" not in json.loads((export / "semantic_encoder" / "config.json").read_text())
     # A video longer than one window comes out with one frame per landmark image.
     reference = torch.rand(1, 3, 32, 32) * 2 - 1
     landmarks = torch.rand(1, 7, 3, 64, 64)

@@ -43,6 +43,13 @@ class CodeDataset(Dataset):
         return {"z_sem": self.z_sem[index], "labels": self.labels[index]}
 
 
+def positive_weights(labels: torch.Tensor) -> torch.Tensor:
+    """(N, A) 0/1 labels -> (A,) BCE weights of the positives, negatives / positives per attribute, so that both
+    classes weigh alike (1 where an attribute has no positives: nothing to weigh)."""
+    positives = labels.float().sum(0)
+    return torch.where(positives > 0, (len(labels) - positives) / positives.clamp_min(1), torch.ones_like(positives))
+
+
 class Stage2(Stage):
     name = "stage2"
 
@@ -74,6 +81,9 @@ class Stage2(Stage):
         self.preview_images = torch.stack([images[i]["image"] for i in previews])
         self.train_codes = z_sem[~held_out]
         train = CodeDataset(self.train_codes, labels[~held_out])
+        # Eq. 12 weighs every label alike; with rare attributes (glasses on ~15 % of faces) that mostly learns the
+        # prior. `class_balanced` weighs each attribute's positives by its negatives / positives instead.
+        self.pos_weight = positive_weights(labels[~held_out]) if self.cfg.stage2.get("class_balanced") else None
         log.info("stage 2: %d training codes, %d held out, %d attributes", len(train), len(self.val_codes),
                  len(self.names))
         return train
@@ -96,7 +106,8 @@ class Stage2(Stage):
 
     def training_step(self, batch: dict, modules: dict[str, nn.Module]) -> torch.Tensor:
         logits = modules["attribute_classifier"](batch["z_sem"])  # (B, 40)
-        return F.binary_cross_entropy_with_logits(logits.float(), batch["labels"].float())  # Eq. 12
+        weight = None if self.pos_weight is None else self.pos_weight.to(logits.device)
+        return F.binary_cross_entropy_with_logits(logits.float(), batch["labels"].float(), pos_weight=weight)  # Eq. 12
 
     @torch.no_grad()
     def accuracy(self, classifier: nn.Module) -> dict[str, float | None]:

@@ -12,6 +12,7 @@ DDIM-inverted latent, shared by all frames (Alg. 4, `TalkingHeadModel`).
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from faceedittalker.models.feature_space import ImageFeatureSpace
 from faceedittalker.models.talking_head import TalkingHeadModel
 from faceedittalker.models.unet import ConditionalUNet
 from faceedittalker.stages.base import Stage, StageModules, configured_autoencoder_path
+from faceedittalker.utils.files import write_json_atomic
 from faceedittalker.utils.images import image_grid
 
 log = logging.getLogger(__name__)
@@ -177,6 +179,10 @@ class VideoStage(Stage):
     def export(self, directory: Path, modules: dict[str, nn.Module]) -> None:
         """The stage-3 export is self-contained: the frozen E_sem is saved beside the trained modules."""
         modules["semantic_encoder"].save_pretrained(directory / "semantic_encoder")
+        config = directory / "semantic_encoder" / "config.json"  # loaded from stage 1's export: diffusers records
+        settings = json.loads(config.read_text())  # that folder as `_name_or_path`, a path of this machine only
+        if settings.pop("_name_or_path", None) is not None:
+            write_json_atomic(config, settings)
         self.talking_head(modules).save_config(directory)
 
 
