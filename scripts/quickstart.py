@@ -42,7 +42,8 @@ def steps(out: Path, cfg: DictConfig) -> list[tuple[str, list[str]]]:
         budget = cfg.max_steps.get(name)
         steps = [f"trainer.max_steps={budget}"] if budget else []
         recipe = cfg.recipes.get(name, f"tiny/{name}")
-        return ["train.py", f"experiment={recipe}", f"hydra.run.dir={out / name}", cache, *steps, *extra]
+        settings = list(cfg.overrides.get(name) or [])
+        return ["train.py", f"experiment={recipe}", f"hydra.run.dir={out / name}", cache, *steps, *settings, *extra]
 
     return [
         ("stage1", train("stage1")),
