@@ -52,6 +52,7 @@ def positive_weights(labels: torch.Tensor) -> torch.Tensor:
 
 class Stage2(Stage):
     name = "stage2"
+    pos_weight: torch.Tensor | None = None  # set by build_dataset when stage2.class_balanced
 
     def _load_feature_space(self) -> ImageFeatureSpace:
         if not self.cfg.stage2.feature_space:
