@@ -78,6 +78,8 @@ def main(cfg: DictConfig) -> None:
           ("true_landmarks", "frozen_reference", "audio", "judge_on_truth", "p_ldm_landmarks")))
     print("goal 3  PSNR to the rendered truth (crop; mouth box): " + ", ".join(
         f"{k} {v['frame']} dB; {v['mouth']} dB" for k, v in lip["psnr_to_truth_db"].items()))
+    print("goal 3  mouth-box brightness vs true opening, r (no model): " + ", ".join(
+        f"{k} {v['mean']}" for k, v in lip["mouth_brightness_r"].items()))
     t = talking["talking_edit"]
     print(f"goal 4  {cfg.edit} rate on frames {t['judge_rate_without_edit']} -> {t['judge_rate_with_edit']}, "
           f"r change {t['pearson_r_change']}")

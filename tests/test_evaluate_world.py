@@ -6,11 +6,20 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from helpers import run_script_main
 from PIL import Image
 
-from faceedittalker.metrics.judge import JUDGE_ATTRIBUTES, fit_and_save_judge, load_judge, render_judge_set
-from faceedittalker.metrics.world import driven_by, masked_psnr, region_mask
+from faceedittalker.landmarks.topology import mouth_opening
+from faceedittalker.metrics.judge import (
+    JUDGE_ATTRIBUTES,
+    degrade,
+    fit_and_save_judge,
+    load_judge,
+    pearson_r,
+    render_judge_set,
+)
+from faceedittalker.metrics.world import driven_by, held_out_clip, masked_psnr, mouth_brightness, region_mask
 from faceedittalker.testing import build_random_model
 
 
@@ -38,6 +47,20 @@ def test_judge_folder_round_trip(tiny_judge):
     out = judge.judge(np.zeros((3, 64, 64, 3), np.uint8))  # other sizes are read at the judge's resolution
     assert out["probabilities"].shape == (3, len(JUDGE_ATTRIBUTES)) and out["opening"].shape == (3,)
     assert ((out["probabilities"] >= 0) & (out["probabilities"] <= 1)).all()
+    assert set(report["held_out_blurred"]) == set(report["held_out"])  # the same scores on the blurred faces
+    assert report["blur"] == 0.0
+
+
+def test_degrade_softens_the_chosen_share_only():
+    images, _, _ = render_judge_set(64, resolution=32, seed=1)
+    batch = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
+    out = degrade(batch, 0.5, torch.Generator().manual_seed(0))
+    changed = (out - batch).abs().flatten(1).amax(1) > 1e-6
+    assert 16 < int(changed.sum()) < 48  # about half the faces
+    assert torch.equal(out[~changed], batch[~changed]) and out.abs().max() <= 1
+    detail = lambda x: (x[..., 1:, :] - x[..., :-1, :]).abs().mean()  # noqa: E731
+    assert detail(out[changed]) < detail(batch[changed])  # softer on average, even with the noise
+    assert torch.equal(degrade(batch, 0.0, torch.Generator().manual_seed(0)), batch)
 
 
 @pytest.mark.slow
@@ -51,6 +74,17 @@ def test_judge_learns_a_clearly_drawn_attribute(tmp_path, monkeypatch):
     assert report["balanced_accuracy"]["Blond_Hair"] > 0.8
     # Not asserted here: the mouth-opening regression, which 400 faces do not teach it (r ~0.07 after 1000
     # steps); the default 3000 faces reach r ~0.76 (scripts/train_judge.py).
+
+
+def test_mouth_brightness_follows_a_rendered_mouth():
+    """On a held-out clip's rendered frames the mouth box's brightness moves with the true opening."""
+    clip = held_out_clip(1, 2.0, 128)  # its sign depends on the face (lip colour against the open mouth)
+    frames, landmarks = clip["frames"], clip["landmarks"]  # landmarks image-normalised = the crop of a full frame
+    values = mouth_brightness(frames, landmarks)
+    assert values.shape == (len(frames),)
+    assert abs(pearson_r(values, mouth_opening(landmarks))) > 0.6
+    still = mouth_brightness(np.repeat(frames[:1], 5, 0), landmarks[:5])
+    assert np.allclose(still, still[0])  # a fixed box: the same frame reads the same
 
 
 def test_region_mask_and_masked_psnr():
@@ -113,6 +147,9 @@ def test_evaluate_world_on_a_random_model(tmp_path, monkeypatch, tiny_judge):
     psnrs = lipsync["psnr_to_truth_db"]  # generated frames against the rendered truth, per condition
     assert set(psnrs) == {"true_landmarks", "frozen_reference", "audio", "audio_edited"}
     assert all(0 < v["frame"] < 60 and 0 < v["mouth"] < 60 for v in psnrs.values())
+    brightness = lipsync["mouth_brightness_r"]
+    assert set(brightness) == {"truth_frames", "true_landmarks", "frozen_reference", "audio", "audio_edited"}
+    assert brightness["truth_frames"]["mean"] is not None and abs(brightness["truth_frames"]["mean"]) > 0.3
     rate = result["goal4_talking_edit"]["judge_rate_with_edit"]
     assert 0 <= rate <= 1
     picture = Image.open(out / "world.png")

@@ -153,6 +153,14 @@ def edit_goal(pipe: FaceEditTalkerPipeline, judge: WorldJudge, attribute: str, a
 # --- goals 3 and 4 ---
 
 
+def mouth_brightness(frames: np.ndarray, landmarks: np.ndarray, margin: float = 0.2) -> np.ndarray:
+    """(T,) mean brightness of frames (T, R, R, 3) uint8 in one fixed box: the clip's lip landmarks (T, 478, 3,
+    crop-normalised) over all frames, widened by `margin`. A reading of the mouth that needs no trained model:
+    whether a generated mouth changes in step with the truth, whatever it looks like."""
+    mask = region_mask(landmarks.reshape(-1, 3), LIP_POINTS, frames.shape[1], margin)
+    return frames.astype(np.float64).mean(-1)[:, mask].mean(1)
+
+
 @contextlib.contextmanager
 def driven_by(pipe: FaceEditTalkerPipeline, landmarks: np.ndarray) -> Iterator[None]:
     """Within the block, `pipe(...)` drives the frames with `landmarks` (T, 478, 3, crop frame) instead of P_ldm's
@@ -198,6 +206,7 @@ def lipsync_goal(pipe: FaceEditTalkerPipeline, judge: WorldJudge, attribute: str
     per_clip: dict[str, list] = {c: [] for c in (*conditions, "judge_on_truth", "p_ldm_landmarks")}
     attribute_rate: dict[str, list[float]] = {"audio": [], "audio_edited": []}
     to_truth: dict[str, dict[str, list[float]]] = {c: {"frame": [], "mouth": []} for c in conditions}  # PSNR, dB
+    brightness: dict[str, list] = {c: [] for c in ("truth_frames", *conditions)}  # r of mouth_brightness vs truth
     shown: dict = {}
     for c in range(clips):
         clip = held_out_clip(c, seconds, portrait_size, seed)
@@ -208,6 +217,7 @@ def lipsync_goal(pipe: FaceEditTalkerPipeline, judge: WorldJudge, attribute: str
         truth = mouth_opening(true_crop)  # (T,) crop heights, the judge's units
         truth_frames = np.stack([crop_face(f, crop, pipe.video_model.resolution) for f in clip["frames"]])
         curves = {"truth": truth, "judge_on_truth": judge.judge(truth_frames)["opening"]}
+        brightness["truth_frames"].append(pearson_r(mouth_brightness(truth_frames, true_crop), truth))
         frames: dict[str, np.ndarray] = {}
         for condition in conditions:
             edit = (attribute, alpha) if condition == "audio_edited" else (None, None)
@@ -226,6 +236,8 @@ def lipsync_goal(pipe: FaceEditTalkerPipeline, judge: WorldJudge, attribute: str
             to_truth[condition]["frame"].append(float(psnr(video, real).mean()))
             lips = torch.from_numpy(true_crop[None, :count]).float()  # the true mouth box, crop-normalised
             to_truth[condition]["mouth"].append(mouth_psnr(video[None], real[None], lips))
+            brightness[condition].append(pearson_r(mouth_brightness(out.frames[:count], true_crop[:count]),
+                                                   truth[:count]))
             if condition in attribute_rate:
                 attribute_rate[condition].append(float((judged["probabilities"][:, column] > 0.5).mean()))
             if condition == "audio":
@@ -241,6 +253,10 @@ def lipsync_goal(pipe: FaceEditTalkerPipeline, judge: WorldJudge, attribute: str
     lipsync = {name: {"pearson_r_mean": mean(values), "per_clip": values} for name, values in per_clip.items()}
     # Pixels against the rendered truth: whole crop and mouth box (quality against steps reads these too).
     lipsync["psnr_to_truth_db"] = {c: {part: mean(v) for part, v in regions.items()} for c, regions in to_truth.items()}
+    # Model-free: r of the mouth box's brightness with the true opening. The same sign as on the truth's frames
+    # means the generated mouths open as the rendered ones do; the opposite sign, that they change in step with
+    # the landmarks but look otherwise (e.g. darken where the renderer's open mouth lightens).
+    lipsync["mouth_brightness_r"] = {c: {"mean": mean(v), "per_clip": v} for c, v in brightness.items()}
     lipsync["clips"], lipsync["seconds"] = clips, seconds
     edited_r, plain_r = lipsync["audio_edited"]["pearson_r_mean"], lipsync["audio"]["pearson_r_mean"]
     talking_edit = {
