@@ -155,9 +155,8 @@ def train_judge(images: np.ndarray, labels: np.ndarray, opening: np.ndarray, res
                 channels: tuple[int, ...] = (16, 32, 64, 128), blur: float = 0.0) -> WorldJudge:
     """Fit the judge: class-balanced BCE per attribute + MSE of the scaled opening, AdamW with a cosine decay,
     horizontal flips (every judged attribute is left-right symmetric) and, on a share `blur` of the faces
-    (default none), a Gaussian blur and noise. The blur was tried because the judge reads the mouths of two of
-    four generated held-out clips inverted (r -0.5 / -0.6, where the mouth box's brightness on the same frames
-    follows the truth at r 0.77 / 0.95); at 0.5 it did not fix them and cost held-out opening r 0.76 -> 0.68."""
+    (default none), a Gaussian blur and noise, tried for the generated frames' softness (README: it did not help
+    the judge read the demo model's mouths)."""
     torch.manual_seed(seed)
     judge = WorldJudge(JUDGE_ATTRIBUTES, resolution, tuple(channels), opening_scale=float(opening.std() * 2 or 0.05))
     x, y = to_tensor(images), torch.from_numpy(labels).float()
