@@ -6,8 +6,10 @@
 Goal 1: linear-probe AUC of z_sem per attribute vs 8 x 8 pixels; goal 2: edit success (judge) of +alpha / -alpha
 on held-out faces, other attributes kept, PSNR outside the edited region; goal 3: Pearson r of the judge's mouth
 opening on generated frames vs the truth, driven by true landmarks, frozen reference landmarks and P_ldm from the
-audio; goal 4: the same with the edit. Writes <output>/world.json and <output>/world.png (rows: references,
-edited references, frames without / with the edit, mouth-opening curves) and prints a summary.
+audio; goal 4: the same with the edit; and the edit along a user-defined attribute fitted from custom_examples
++ custom_examples example faces (add_attribute's path), scored as goal 2. Writes <output>/world.json and
+<output>/world.png (rows: references, edited references, frames without / with the edit, mouth-opening curves)
+and prints a summary.
 """
 
 from __future__ import annotations
@@ -23,7 +25,14 @@ from PIL import Image
 from faceedittalker import CONFIGS_DIR
 from faceedittalker.errors import InputError, exit_on_input_error
 from faceedittalker.metrics.judge import load_judge
-from faceedittalker.metrics.world import edit_goal, lipsync_goal, semantics_goal, world_picture
+from faceedittalker.metrics.world import (
+    custom_attribute_goal,
+    edit_goal,
+    lipsync_goal,
+    semantics_goal,
+    world_picture,
+)
+from faceedittalker.models.attributes import MIN_EXAMPLES
 from faceedittalker.pipeline import FaceEditTalkerPipeline
 from faceedittalker.utils.files import atomic_write, write_json_atomic
 
@@ -33,6 +42,8 @@ from faceedittalker.utils.files import atomic_write, write_json_atomic
 def main(cfg: DictConfig) -> None:
     if cfg.faces < 1 or cfg.clips < 1 or cfg.clip_seconds < 1 or cfg.probe_faces < 10:
         raise InputError("need faces >= 1, clips >= 1, clip_seconds >= 1 and probe_faces >= 10")
+    if cfg.custom_examples != 0 and cfg.custom_examples < MIN_EXAMPLES:
+        raise InputError(f"custom_examples must be 0 (skip) or >= {MIN_EXAMPLES}, got {cfg.custom_examples}")
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     pipe = FaceEditTalkerPipeline.from_pretrained(cfg.model, device=cfg.device)
@@ -53,12 +64,19 @@ def main(cfg: DictConfig) -> None:
     edits, edit_images = edit_goal(pipe, judge, cfg.edit, cfg.alpha, cfg.faces, cfg.seed, cfg.portrait_size,
                                    cfg.steps)  # fmt: skip
     seconds["edits"] = round(time.perf_counter() - start - sum(seconds.values()), 1)
+    custom = None
+    if cfg.custom_examples:
+        custom = custom_attribute_goal(pipe, judge, cfg.edit, cfg.alpha, cfg.faces, cfg.custom_examples, cfg.seed,
+                                       cfg.portrait_size, cfg.steps)  # fmt: skip
+        seconds["custom_attribute"] = round(time.perf_counter() - start - sum(seconds.values()), 1)
     talking, clip = lipsync_goal(pipe, judge, cfg.edit, cfg.alpha, cfg.clips, cfg.clip_seconds, cfg.seed,
                                  cfg.portrait_size, cfg.steps)  # fmt: skip
     seconds["lipsync"] = round(time.perf_counter() - start - sum(seconds.values()), 1)
     result = {"settings": {k: cfg[k] for k in ("model", "judge", "faces", "clips", "clip_seconds", "probe_faces",
-                                               "edit", "alpha", "steps", "portrait_size", "seed")},
+                                               "edit", "alpha", "steps", "portrait_size", "seed",
+                                               "custom_examples")},
               "judge_held_out": judge_report["held_out"], "goal1_semantics": semantics, "goal2_edit": edits,
+              "goal2_custom_attribute": custom,
               "goal3_lipsync": talking["lipsync"], "goal4_talking_edit": talking["talking_edit"],
               "seconds": seconds}  # fmt: skip
     write_json_atomic(output / "world.json", result)
@@ -73,6 +91,11 @@ def main(cfg: DictConfig) -> None:
               f"{d['success_rate']:.0%} of {d['faces']} faces (reconstruction alone "
               f"{d['judge_on_reconstruction']:.0%}), "
               f"others kept {d['others_kept_rate']:.0%}, PSNR outside {d['masked_psnr_outside_db']} dB")
+    if custom is not None:
+        print(f"goal 2  {custom['direction']} from {cfg.custom_examples} + {cfg.custom_examples} example faces "
+              f"(cosine to the built-in {custom['cosine_to_built_in_direction']}): add "
+              f"{custom['add']['success_rate']:.0%}, remove {custom['remove']['success_rate']:.0%}, others kept "
+              f"{custom['add']['others_kept_rate']:.0%} / {custom['remove']['others_kept_rate']:.0%}")
     lip = talking["lipsync"]
     print("goal 3  mouth-opening r: " + ", ".join(f"{k} {lip[k]['pearson_r_mean']}" for k in
           ("true_landmarks", "frozen_reference", "audio", "judge_on_truth", "p_ldm_landmarks")))

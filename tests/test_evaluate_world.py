@@ -19,7 +19,15 @@ from faceedittalker.metrics.judge import (
     pearson_r,
     render_judge_set,
 )
-from faceedittalker.metrics.world import driven_by, held_out_clip, masked_psnr, mouth_brightness, region_mask
+from faceedittalker.metrics.world import (
+    custom_attribute_goal,
+    driven_by,
+    held_out_clip,
+    masked_psnr,
+    mouth_brightness,
+    region_mask,
+)
+from faceedittalker.pipeline import FaceEditTalkerPipeline
 from faceedittalker.testing import build_random_model
 
 
@@ -113,6 +121,30 @@ def test_driven_by_replaces_p_ldm_only_inside_the_block():
     assert pipe.predict_landmarks(None, None) == "p_ldm"
 
 
+def test_custom_attribute_goal_edits_along_its_own_direction(tmp_path, tiny_judge, monkeypatch):
+    pipe = FaceEditTalkerPipeline.from_pretrained(build_random_model(tmp_path / "model"))
+    judge, _ = load_judge(tiny_judge)
+    names = list(pipe.attribute_names)
+    built_in = pipe.attribute_library.direction("Eyeglasses").detach().clone()
+    used = []
+    edit_image = pipe.edit_image
+
+    def recording(portrait, edit, alpha, steps=None):
+        used.append((edit, pipe.attribute_library.direction(edit).detach().clone(), alpha))
+        return edit_image(portrait, edit, alpha, steps=steps)
+
+    monkeypatch.setattr(pipe, "edit_image", recording)
+    result = custom_attribute_goal(pipe, judge, "Eyeglasses", 0.5, faces=1, examples=4, steps=2)
+    assert [(e, a) for e, _, a in used] == [("Custom_Eyeglasses", 0.5), ("Custom_Eyeglasses", -0.5)]
+    custom = used[0][1]
+    assert custom.norm().item() == pytest.approx(1.0, abs=1e-5)
+    assert result["cosine_to_built_in_direction"] == pytest.approx(float(custom @ built_in), abs=1e-4)
+    assert result["examples"] == {"with": 4, "without": 4} and result["direction"] == "Custom_Eyeglasses"
+    for direction in ("add", "remove"):
+        assert 0 <= result[direction]["success_rate"] <= 1 and result[direction]["faces"] == 1
+    assert pipe.attribute_names == names  # the model's own library is back
+
+
 def test_bad_judge_folder_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
     model = build_random_model(tmp_path / "model")
     code = run_script_main(monkeypatch, "evaluate_world.py", f"model={model}", f"judge={tmp_path / 'nope'}",
@@ -128,7 +160,7 @@ def test_evaluate_world_on_a_random_model(tmp_path, monkeypatch, tiny_judge):
     out = tmp_path / "world"
     code = run_script_main(monkeypatch, "evaluate_world.py", f"model={model}", f"judge={tiny_judge}",
                            f"output={out}", "faces=1", "clips=1", "clip_seconds=1", "probe_faces=40",
-                           f"cache_dir={tmp_path / 'cache'}", "zoom=2")
+                           f"cache_dir={tmp_path / 'cache'}", "zoom=2", "custom_examples=4")
     assert code == 0
     result = json.loads((out / "world.json").read_text())
     for key in ("goal1_semantics", "goal2_edit", "goal3_lipsync", "goal4_talking_edit", "judge_held_out"):
@@ -140,6 +172,9 @@ def test_evaluate_world_on_a_random_model(tmp_path, monkeypatch, tiny_judge):
         edit = result["goal2_edit"][direction]
         assert 0 <= edit["success_rate"] <= 1 and 0 <= edit["others_kept_rate"] <= 1
         assert edit["masked_psnr_outside_db"] > 0
+    custom = result["goal2_custom_attribute"]
+    assert custom["direction"] == "Custom_Eyeglasses" and -1 <= custom["cosine_to_built_in_direction"] <= 1
+    assert 0 <= custom["add"]["success_rate"] <= 1 and 0 <= custom["remove"]["success_rate"] <= 1
     lipsync = result["goal3_lipsync"]
     for condition in ("true_landmarks", "frozen_reference", "audio", "audio_edited", "judge_on_truth"):
         r = lipsync[condition]["pearson_r_mean"]
