@@ -46,7 +46,7 @@ from faceedittalker.models.attributes import AttributeClassifier, check_new_attr
 from faceedittalker.models.audio_encoder import CachedAudioEncoder, build_audio_encoder
 from faceedittalker.models.landmark_predictor import LandmarkPredictor, predict_landmarks
 from faceedittalker.models.pretrained import FORMAT_VERSION, PretrainedFolder, atomic_folder
-from faceedittalker.models.talking_head import TalkingHeadModel
+from faceedittalker.models.talking_head import TalkingHeadModel, check_invert_steps
 from faceedittalker.training.checkpoint import write_json_atomic
 from faceedittalker.utils.files import atomic_directory
 from faceedittalker.utils.images import to_uint8
@@ -225,6 +225,12 @@ class FaceEditTalkerPipeline(PretrainedFolder):
     @property
     def device(self) -> torch.device:
         return next(self.video_model.unet.parameters()).device
+
+    def set_invert_steps(self, invert_steps: int) -> None:
+        """Invert references with `invert_steps` from now on instead of the model's saved number (cost: steps x one
+        window's frames, once per request; on the trailing grid more steps give a truer Z_T, README "Steps")."""
+        check_invert_steps(self.video_model.ddim, invert_steps)
+        self.video_model.invert_steps = invert_steps
 
     @property
     def attribute_names(self) -> list[str]:

@@ -47,6 +47,8 @@ def main(cfg: DictConfig) -> None:
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     pipe = FaceEditTalkerPipeline.from_pretrained(cfg.model, device=cfg.device)
+    if cfg.invert_steps is not None:
+        pipe.set_invert_steps(cfg.invert_steps)
     judge, judge_report = load_judge(cfg.judge, cfg.device)
     resolution = pipe.video_model.resolution
     if judge.config.resolution != resolution:
@@ -73,7 +75,7 @@ def main(cfg: DictConfig) -> None:
                                  cfg.portrait_size, cfg.steps)  # fmt: skip
     seconds["lipsync"] = round(time.perf_counter() - start - sum(seconds.values()), 1)
     result = {"settings": {k: cfg[k] for k in ("model", "judge", "faces", "clips", "clip_seconds", "probe_faces",
-                                               "edit", "alpha", "steps", "portrait_size", "seed",
+                                               "edit", "alpha", "steps", "invert_steps", "portrait_size", "seed",
                                                "custom_examples")},
               "judge_held_out": judge_report["held_out"], "goal1_semantics": semantics, "goal2_edit": edits,
               "goal2_custom_attribute": custom,

@@ -38,6 +38,8 @@ def main(cfg: DictConfig) -> Path:
     device = resolve_device(cfg.device)
     pipe = FaceEditTalkerPipeline.from_pretrained(cfg.model or DEMO_MODEL, device=device, vae=cfg.vae,
                                                   audio_encoder=cfg.audio_encoder)  # fmt: skip
+    if cfg.invert_steps is not None:
+        pipe.set_invert_steps(cfg.invert_steps)
     landmarks = output.with_name(f"{output.stem}_landmarks.mp4") if cfg.save_landmarks else None
     result = pipe(ref, audio, edit=plain(cfg.edit), alpha=plain(cfg.alpha), ramp=plain(cfg.ramp), output=output,
                   steps=cfg.steps, seed=cfg.seed, precision=resolve_precision(cfg.precision, device),

@@ -91,6 +91,7 @@ BAD_INPUTS = [
     ("edit=Eyeglasses alpha=nan", "not a finite number"),
     ("edit=Eyeglasses alpha=3", "out of range"),
     ("edit=[Eyeglasses,Smiling] alpha=[0.8]", "2 edits (Eyeglasses, Smiling) but 1 alphas"),
+    ("invert_steps=0", "invert_steps must be a positive whole number"),
     ("model={bad}/no_model", "model folder not found"),
     ("model={bad}/incomplete_model", "incomplete FaceEditTalker model folder"),
     ("model={bad}/broken_model", "'os.system'"),

@@ -195,3 +195,29 @@ def test_german_m4a_and_stereo_48k_mp3_speech_work(tiny_model, tmp_path, suffix,
     result = pipe(ASTRONAUT_PATH, path, paste_back=False, progress=False)  # frames returned, the crop alone
     assert result.num_frames == math.ceil(len(load_audio(path)) / 16000 * 25)
     assert result.frames.shape == (result.num_frames, 32, 32, 3)
+
+
+def test_set_invert_steps_is_checked_and_used_by_the_next_inversion(tiny_model, monkeypatch):
+    from faceedittalker.models.talking_head import check_invert_steps
+
+    pipe = FaceEditTalkerPipeline.from_pretrained(tiny_model)
+    ddim = pipe.video_model.ddim
+    used = []
+    invert = ddim.invert
+
+    def recording(denoiser, z0, num_steps, progress=False):
+        used.append(num_steps)
+        return invert(denoiser, z0, num_steps, progress)
+
+    monkeypatch.setattr(ddim, "invert", recording)
+    pipe.set_invert_steps(4)
+    pipe.edit_image(ASTRONAUT_PATH, "Eyeglasses", 0.5, steps=2)
+    assert used == [4] and pipe.video_model.invert_steps == 4
+    for bad in (0, -3, 2.5, True, "10"):
+        with pytest.raises(InputError, match="positive whole number"):
+            pipe.set_invert_steps(bad)
+    assert pipe.video_model.invert_steps == 4  # a refused value changes nothing
+    monkeypatch.setattr(ddim.config, "timestep_spacing", "trailing")
+    with pytest.raises(InputError, match="must divide 1000"):
+        check_invert_steps(ddim, 7)
+    check_invert_steps(ddim, 50)  # 50 divides T = 1000

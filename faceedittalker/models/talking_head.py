@@ -21,6 +21,7 @@ from torch import nn
 
 from faceedittalker.diffusion import DDIM
 from faceedittalker.diffusion.ddim import Denoiser
+from faceedittalker.errors import InputError
 from faceedittalker.models.feature_space import build_exported_autoencoder
 from faceedittalker.models.landmark_encoder import LandmarkEncoder, LandmarkFeatures
 from faceedittalker.models.pretrained import PretrainedFolder
@@ -42,6 +43,16 @@ def window_starts(num_frames: int, window: int, overlap: int) -> list[int]:
         raise ValueError(f"overlap must be in [0, {window}), got {overlap}")
     starts = list(range(0, num_frames - window, window - overlap))
     return [*starts, num_frames - window]
+
+
+def check_invert_steps(ddim: DDIM, invert_steps: object) -> None:
+    """The reference's inversion steps: a positive whole number that, on the trailing grid, divides T (diffusers'
+    inverse step reads alpha at t - T // N). Otherwise an `InputError` (a `ValueError`) naming the rule."""
+    if isinstance(invert_steps, bool) or not isinstance(invert_steps, int) or invert_steps < 1:
+        raise InputError(f"invert_steps must be a positive whole number, got {invert_steps!r}")
+    if ddim.config.timestep_spacing == "trailing" and ddim.num_train_timesteps % invert_steps:
+        raise InputError(f"invert_steps={invert_steps} must divide {ddim.num_train_timesteps} with trailing "
+                         "timestep spacing (DDIM.invert)")
 
 
 class TalkingHeadModel(PretrainedFolder, nn.Module):
@@ -67,9 +78,7 @@ class TalkingHeadModel(PretrainedFolder, nn.Module):
         window_batch_size: int = 4,
     ):
         super().__init__()
-        if ddim.config.timestep_spacing == "trailing" and ddim.num_train_timesteps % invert_steps:
-            raise ValueError(f"invert_steps={invert_steps} must divide {ddim.num_train_timesteps} with trailing "
-                             "timestep spacing (DDIM.invert)")
+        check_invert_steps(ddim, invert_steps)
         self.autoencoder = autoencoder
         self.semantic_encoder = semantic_encoder
         self.unet = unet
