@@ -52,6 +52,7 @@ from faceedittalker.utils.files import atomic_directory
 from faceedittalker.utils.images import to_uint8
 
 MODEL_INDEX = "model_index.json"
+VAE_FOLDER = "autoencoder"  # a model folder's own copy of a local VAE, inside video_model/ (`assemble_model`)
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
@@ -469,15 +470,25 @@ def _beside(frame: np.ndarray, landmarks: np.ndarray, size: int) -> np.ndarray:
 
 # ----- assembling a model folder from the stage runs ---------------------------------------------------------
 def assemble_model(video: str | os.PathLike, landmarks: str | os.PathLike, output: str | os.PathLike,
-                   attributes: str | os.PathLike | None = None, overwrite: bool = False) -> Path:
+                   attributes: str | os.PathLike | None = None, overwrite: bool = False, copy_vae: bool = True) -> Path:
     """One model folder from the stage exports: the stage-3 video export (`talking_head.json`, E_sem, eps_theta,
     E_ldm), the stage-3 landmark export (`landmark_predictor/`, `audio_encoder.json`) and optionally the stage-2
     export (`attribute_classifier/`). Files are copied (no weights are re-saved); the folder is written under a
-    temporary name and renamed when complete. A missing or incomplete export is an `InputError`."""
+    temporary name and renamed when complete. A missing or incomplete export is an `InputError`.
+
+    With `copy_vae`, a VAE that the video export names by a local folder (stage 0's small world VAE, or a
+    downloaded SD-VAE) is copied into `video_model/autoencoder/` and named relatively, so the model folder works
+    on any machine; a hub id stays a reference (and `copy_vae=False` keeps any VAE a reference)."""
     from faceedittalker.models.audio_encoder import audio_encoder_settings
     from faceedittalker.stages.stage3_landmarks import AUDIO_ENCODER_FILE
 
-    video_dir, _ = TalkingHeadModel.read_config(video)
+    video_dir, video_config = TalkingHeadModel.read_config(video)
+    vae = dict(video_config.get("autoencoder") or {})
+    vae_dir = Path(vae["pretrained"]).expanduser() / (vae.get("subfolder") or "") \
+        if vae.get("kind") == "vae" and vae.get("pretrained") else None
+    if vae_dir is not None and not vae_dir.is_absolute():
+        vae_dir = video_dir / vae_dir  # already inside the export (a model folder's own copy)
+    copy_vae = copy_vae and vae_dir is not None and vae_dir.is_dir()
     for name in TalkingHeadModel.parts:
         _check_weights(video_dir / name, f"stage-3 video export {video_dir}")
     landmark_dir = Path(landmarks).expanduser()
@@ -501,6 +512,10 @@ def assemble_model(video: str | os.PathLike, landmarks: str | os.PathLike, outpu
         shutil.copy2(video_dir / TalkingHeadModel.config_file, target)
         for name in TalkingHeadModel.parts:
             shutil.copytree(video_dir / name, target / name)
+        if copy_vae:
+            shutil.copytree(vae_dir, target / VAE_FOLDER)
+            write_json_atomic(target / TalkingHeadModel.config_file,
+                              {**video_config, "autoencoder": {**vae, "pretrained": VAE_FOLDER, "subfolder": None}})
         shutil.copytree(landmark_dir / "landmark_predictor", tmp / "landmark_predictor")
         if attribute_dir is not None:
             shutil.copytree(attribute_dir, tmp / "attribute_library")

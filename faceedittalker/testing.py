@@ -152,4 +152,4 @@ def build_paper_model(output: str | Path, overrides: tuple[str, ...] = (), overw
         library = AttributeClassifier(names=list(CELEBA_ATTRIBUTES), z_dim=semantic.config.z_dim)
         library.save_pretrained(exports / "attributes" / "attribute_classifier")
         return assemble_model(exports / "video", exports / "landmarks", output, attributes=exports / "attributes",
-                              overwrite=overwrite)  # fmt: skip
+                              overwrite=overwrite, copy_vae=False)  # fmt: skip  (the 335 MB VAE stays beside it)

@@ -21,7 +21,8 @@ from faceedittalker.pipeline import assemble_model
 @hydra.main(config_path=str(CONFIGS_DIR), config_name="export_model", version_base="1.3")
 @exit_on_input_error
 def main(cfg: DictConfig) -> None:
-    output = assemble_model(cfg.video, cfg.landmarks, cfg.output, attributes=cfg.attributes, overwrite=cfg.overwrite)
+    output = assemble_model(cfg.video, cfg.landmarks, cfg.output, attributes=cfg.attributes, overwrite=cfg.overwrite,
+                            copy_vae=cfg.copy_vae)
     print(f"wrote {output}")
 
 

@@ -1,6 +1,6 @@
 """Regenerate the bundled demo model (faceedittalker/assets/demo_model) with the quickstart's tiny recipes.
 
-    python scripts/make_demo_model.py [output=runs/quickstart]
+    python scripts/make_demo_model.py [output=runs/quickstart] [quickstart=tiny_latent]
 
 Runs (or reuses) `scripts/quickstart.py output=...` with the tiny recipes' own training budgets (the quickstart
 shortens them to fit its 20 minutes) except stage 3, trained 2000 steps instead of tiny/stage3's 400 (where the
@@ -25,9 +25,12 @@ DEMO_STAGE3_STEPS = 2000
 def main() -> None:
     args = [a for a in sys.argv[1:] if a.startswith("output=")] or ["output=runs/quickstart"]
     run = Path(args[0].split("=", 1)[1]).expanduser().resolve()
-    full_budgets = [f"max_steps.{stage}=null" for stage in ("stage1", "stage2", "landmarks")] + [
-        f"max_steps.stage3={DEMO_STAGE3_STEPS}"]
-    subprocess.run([sys.executable, str(SCRIPTS / "quickstart.py"), f"output={run}", *full_budgets], check=True)
+    recipes = [a for a in sys.argv[1:] if a.startswith("quickstart=")]  # quickstart=tiny_latent: the 128 px chain
+    latent = any(a.endswith("=tiny_latent") for a in recipes)
+    stages = ("stage0",) * latent + ("stage1", "stage2", "landmarks")
+    full_budgets = [f"max_steps.{stage}=null" for stage in stages] + [f"max_steps.stage3={DEMO_STAGE3_STEPS}"]
+    subprocess.run([sys.executable, str(SCRIPTS / "quickstart.py"), f"output={run}", *recipes, *full_budgets],
+                   check=True)  # fmt: skip
     target = DEMO_MODEL
     with atomic_directory(target) as folder:
         shutil.copytree(run / "model", folder, dirs_exist_ok=True)

@@ -3,7 +3,8 @@
     python scripts/quickstart.py [output=runs/quickstart]
 
 Steps (each skipped when done, so re-running continues where it stopped; `max_steps.<stage>=N` sets a stage's
-training budget, shorter than the recipe's by default so that the whole run fits in 20 minutes on 2 CPU cores):
+training budget, shorter than the recipe's by default so that the whole run fits in 20 minutes on 2 CPU cores;
+`quickstart=tiny_latent` runs the 128 px recipes, after a stage 0 that trains the world's VAE, `tiny_latent/*`):
   1. stage 1 (Alg. 1) on synthetic faces          experiment=tiny/stage1_v (plain v-MSE: a z_sem that edits)
   2. stage 2 (Alg. 2), the attribute library       experiment=tiny/stage2
   3. P_ldm (audio -> landmarks) on synthetic clips experiment=tiny/landmarks
@@ -38,6 +39,9 @@ def steps(out: Path, cfg: DictConfig) -> list[tuple[str, list[str]]]:
     speech = cfg.speech or str(DEMO_SPEECH)
     edit = [f"edit={cfg.edit}", f"alpha={cfg.alpha}"] if cfg.edit else []
 
+    latent = bool(cfg.recipes.get("stage0"))  # a VAE of the world's own first (stage 0), then stages in its latents
+    vae = [f"autoencoder.pretrained={out / 'stage0' / 'export' / 'autoencoder'}"] if latent else []
+
     def train(name: str, *extra: str) -> list[str]:
         budget = cfg.max_steps.get(name)
         steps = [f"trainer.max_steps={budget}"] if budget else []
@@ -46,10 +50,11 @@ def steps(out: Path, cfg: DictConfig) -> list[tuple[str, list[str]]]:
         return ["train.py", f"experiment={recipe}", f"hydra.run.dir={out / name}", cache, *steps, *settings, *extra]
 
     return [
-        ("stage1", train("stage1")),
-        ("stage2", train("stage2", f"stage2.feature_space={out / 'stage1' / 'export'}")),
+        *([("stage0", train("stage0"))] if latent else []),
+        ("stage1", train("stage1", *vae)),
+        ("stage2", train("stage2", f"stage2.feature_space={out / 'stage1' / 'export'}", *vae)),
         ("landmarks", train("landmarks")),
-        ("stage3", train("stage3", f"stage3.feature_space={out / 'stage1' / 'export'}")),
+        ("stage3", train("stage3", f"stage3.feature_space={out / 'stage1' / 'export'}", *vae)),
         ("model", ["export_model.py", f"video={out / 'stage3' / 'export'}", f"landmarks={out / 'landmarks' / 'export'}",
                    f"attributes={out / 'stage2' / 'export'}", f"output={out / 'model'}"]),
         ("video", ["infer.py", f"ref={out / 'portrait.png'}", f"audio={speech}", f"model={out / 'model'}", *edit,

@@ -104,6 +104,39 @@ def test_export_assembles_atomically_and_names_what_is_missing(tmp_path):
     assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["a"]  # nothing half-written
 
 
+def test_model_folder_carries_its_local_vae_and_loads_without_the_original(tmp_path):
+    from faceedittalker.models.autoencoder import LatentAutoencoder
+    from faceedittalker.stages.stage0_autoencoder import build_small_vae
+
+    torch.manual_seed(0)  # a VAE without downsampling and 3 latent channels fits the random pixel-space video model
+    vae_dir = tmp_path / "stage0" / "export" / "autoencoder"
+    build_small_vae(32, [8], latent_channels=3, norm_num_groups=4).save_pretrained(vae_dir)
+    video, landmarks, attributes = build_random_exports(tmp_path / "runs")
+    settings = json.loads((video / "talking_head.json").read_text())
+    settings["autoencoder"] = {"kind": "vae", "pretrained": str(vae_dir), "subfolder": None}
+    (video / "talking_head.json").write_text(json.dumps(settings))
+
+    referenced = assemble_model(video, landmarks, tmp_path / "models" / "ref", copy_vae=False)
+    assert not (referenced / "video_model" / "autoencoder").exists()
+    model = assemble_model(video, landmarks, tmp_path / "models" / "own", attributes=attributes)
+    saved = json.loads((model / "video_model" / "talking_head.json").read_text())["autoencoder"]
+    assert saved == {"kind": "vae", "pretrained": "autoencoder", "subfolder": None}
+    images = torch.rand(2, 3, 32, 32) * 2 - 1
+    expected = FaceEditTalkerPipeline.from_pretrained(referenced).video_model.autoencoder.encode(images)
+
+    shutil.rmtree(tmp_path / "stage0")  # the original VAE is gone: only the model folder's copy is left
+    moved = tmp_path / "elsewhere"
+    shutil.move(model, moved)
+    autoencoder = FaceEditTalkerPipeline.from_pretrained(moved).video_model.autoencoder
+    assert isinstance(autoencoder, LatentAutoencoder)
+    assert autoencoder.source == str((moved / "video_model" / "autoencoder").resolve())
+    torch.testing.assert_close(autoencoder.encode(images), expected)
+    with pytest.raises(InputError, match="VAE folder not found"):
+        FaceEditTalkerPipeline.from_pretrained(referenced)
+    again = assemble_model(moved / "video_model", landmarks, tmp_path / "models" / "again")  # from a model folder
+    assert (again / "video_model" / "autoencoder" / "config.json").is_file()
+
+
 def test_edit_options_are_checked_with_clear_messages():
     request = parse_edits(["Eyeglasses", "Smiling"], [0.8, -0.3], [0, 2])
     assert request.alphas == {"Eyeglasses": 0.8, "Smiling": -0.3} and request.ramp == (0.0, 2.0)

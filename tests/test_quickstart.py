@@ -63,3 +63,18 @@ def test_quickstart_portrait_lacks_the_attribute_it_adds_and_has_the_one_it_remo
         expected, identity = held_out_portrait(index=0, size=256, Eyeglasses=False, Blond_Hair=has_it)
         assert identity.attributes["Blond_Hair"] is has_it and not identity.attributes["Eyeglasses"]
         assert np.array_equal(np.asarray(Image.open(out / "portrait.png").convert("RGB")), expected)
+
+
+def test_quickstart_at_128px_trains_the_vae_first_and_hands_it_to_every_image_stage(monkeypatch, tmp_path):
+    calls = recorded_commands(monkeypatch)
+    assert run_script_main(monkeypatch, "quickstart.py", f"output={tmp_path}", "quickstart=tiny_latent") == 0
+    train = {call[1].removeprefix("experiment="): call for call in calls if call[0] == "train.py"}
+    assert list(train) == ["tiny_latent/autoencoder", "tiny_latent/stage1", "tiny_latent/stage2", "tiny/landmarks",
+                           "tiny_latent/stage3"]  # fmt: skip
+    vae = f"autoencoder.pretrained={tmp_path / 'stage0' / 'export' / 'autoencoder'}"
+    assert [vae in call for call in train.values()] == [False, True, True, False, True]
+    assert "trainer.max_steps=1500" in train["tiny_latent/autoencoder"]
+    assert "trainer.max_steps=300" in train["tiny_latent/stage3"]
+    assert not any(arg.startswith("diffusion.") for call in train.values() for arg in call)  # in the recipes
+    assert sorted(p.name for p in (tmp_path / ".done").iterdir()) == ["landmarks", "model", "stage0", "stage1",
+                                                                      "stage2", "stage3", "video"]  # fmt: skip

@@ -20,7 +20,7 @@ from faceedittalker.training.trainer import Trainer
 # 32 px -> 4 x 16 x 16 with two tiny levels, so a few dozen steps on 2 cores show learning.
 SMALL = ["resolution=32", "semantic_encoder.image_size=32", "semantic_encoder.channel_mult=[1,2,2]",
          "stage0.vae.block_out_channels=[8,16]", "stage0.vae.norm_num_groups=4", "stage0.crop_size=16",
-         "stage0.scale_images=16"]
+         "stage0.scale_images=16", "sampling.invert_steps=4"]  # trailing grid (tiny_latent): steps dividing 1000
 
 
 def _train_autoencoder(tmp_path, cache, steps: int = 150):
@@ -71,6 +71,35 @@ def test_stage1_runs_in_the_latent_space_of_the_stage0_export(tmp_path, tiny_cac
     faces = torch.zeros(2, 3, 32, 32)
     z_sem = space.encode_semantic(faces)
     assert space.decode(space.encode_stochastic(faces, z_sem), z_sem).shape == (2, 3, 32, 32)
+
+
+def test_stage3_runs_in_the_latent_space_and_its_model_folder_carries_the_vae(tmp_path, tiny_cache):
+    from faceedittalker.models.talking_head import TalkingHeadModel
+    from faceedittalker.pipeline import assemble_model
+    from faceedittalker.testing import build_random_exports
+
+    _, _, vae_export = _train_autoencoder(tmp_path, tiny_cache, steps=4)
+    vae = f"autoencoder.pretrained={vae_export / 'autoencoder'}"
+    cfg = compose_train_config(tiny_overrides(tiny_cache, *SMALL, vae, experiment="tiny_latent/stage1"))
+    stage1 = Trainer(cfg, STAGES[cfg.stage](cfg), tmp_path / "stage1").fit()
+    clips = ["clip_data.root.count=2", "clip_data.root.clip_seconds=[1.2,1.4]", "clip_data.root.resolution=32"]
+    cfg = compose_train_config(tiny_overrides(
+        tiny_cache, *SMALL, *clips, vae, f"stage3.feature_space={stage1}", "trainer.batch_size=2",
+        "trainer.num_sample_images=1", "stage3.video.num_frames=4", "stage3.video.window_overlap=2",
+        experiment="tiny_latent/stage3"))  # fmt: skip
+    assert cfg.stage3.video.latent_cache and cfg.sampling.invert_steps == 4
+    video = Trainer(cfg, STAGES[3](cfg), tmp_path / "stage3").fit()
+    _, landmarks, _ = build_random_exports(tmp_path / "random")
+    model = assemble_model(video, landmarks, tmp_path / "model")
+    (tmp_path / "vae").rename(tmp_path / "vae-moved")  # the run's VAE is gone: the model folder has its own
+    head = TalkingHeadModel.from_pretrained(model / "video_model")
+    assert head.resolution == 32 and head.landmark_image_size == 32 and head.ddim.config.solver == "unipc"
+    reference = torch.rand(1, 3, 32, 32) * 2 - 1
+    landmark_images = torch.rand(1, 4, 3, 32, 32)
+    z_sem, z_T = head.encode_reference(reference, landmark_images[:, 0])
+    assert z_T.shape == (1, 1, 4, 16, 16)  # the latent of the reference, shared by the frames
+    frames = head.generate(z_T, z_sem, landmark_images, landmark_images[:, 0])
+    assert frames.shape == (1, 4, 3, 32, 32) and torch.isfinite(frames).all()
 
 
 def test_random_crop_takes_one_window_of_the_whole_batch():

@@ -80,14 +80,21 @@ class ImageFeatureSpace(PretrainedFolder, nn.Module):
     def _from_parts(cls, directory: Path, config: dict, parts: dict, autoencoder_path: str | None = None,
                     **_) -> ImageFeatureSpace:
         """A stage-1 export folder; `autoencoder_path` overrides where the VAE weights live."""
-        return cls(autoencoder=build_exported_autoencoder(config, autoencoder_path), ddim=DDIM(**config["diffusion"]),
-                   resolution=config["resolution"], sample_steps=config["sample_steps"],
-                   invert_steps=config["invert_steps"], **parts)  # fmt: skip
+        return cls(autoencoder=build_exported_autoencoder(config, autoencoder_path, directory),
+                   ddim=DDIM(**config["diffusion"]), resolution=config["resolution"],
+                   sample_steps=config["sample_steps"], invert_steps=config["invert_steps"], **parts)  # fmt: skip
 
 
-def build_exported_autoencoder(config: dict, autoencoder_path: str | None = None) -> nn.Module:
-    """E_img as an export describes it; `autoencoder_path` overrides where the VAE weights live."""
+def build_exported_autoencoder(config: dict, autoencoder_path: str | None = None,
+                               directory: Path | None = None) -> nn.Module:
+    """E_img as an export describes it; `autoencoder_path` overrides where the VAE weights live. A relative
+    `pretrained` that names a folder inside the export `directory` is read from there: a model folder carries its
+    own small VAE (`assemble_model`), while an absolute path or a hub id (the SD-VAE) is a reference."""
     settings = dict(config["autoencoder"])
     if autoencoder_path:
         settings["pretrained"] = autoencoder_path
+    elif directory is not None and settings.get("pretrained") and not Path(settings["pretrained"]).is_absolute():
+        inside = Path(directory) / settings["pretrained"]
+        if inside.is_dir():
+            settings["pretrained"] = str(inside)
     return build_autoencoder(**settings)

@@ -221,5 +221,6 @@ class TalkingHeadModel(PretrainedFolder, nn.Module):
         """A stage-3 export folder; `autoencoder_path` overrides where the VAE weights live."""
         names = ("resolution", "landmark_image_size", "num_frames", "window_overlap", "sample_steps", "invert_steps",
                  "window_batch_size")
-        return cls(autoencoder=build_exported_autoencoder(config, autoencoder_path), ddim=DDIM(**config["diffusion"]),
+        return cls(autoencoder=build_exported_autoencoder(config, autoencoder_path, directory),
+                   ddim=DDIM(**config["diffusion"]),
                    **{k: config[k] for k in names if k in config}, **parts)  # fmt: skip
