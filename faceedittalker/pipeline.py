@@ -44,6 +44,7 @@ from faceedittalker.errors import InputError
 from faceedittalker.landmarks.render import render_sequence
 from faceedittalker.models.attributes import AttributeClassifier, check_new_attribute
 from faceedittalker.models.audio_encoder import CachedAudioEncoder, build_audio_encoder
+from faceedittalker.models.feature_space import resolve_vae_reference
 from faceedittalker.models.landmark_predictor import LandmarkPredictor, predict_landmarks
 from faceedittalker.models.pretrained import FORMAT_VERSION, PretrainedFolder, atomic_folder
 from faceedittalker.models.talking_head import TalkingHeadModel, check_invert_steps
@@ -484,10 +485,9 @@ def assemble_model(video: str | os.PathLike, landmarks: str | os.PathLike, outpu
 
     video_dir, video_config = TalkingHeadModel.read_config(video)
     vae = dict(video_config.get("autoencoder") or {})
-    vae_dir = Path(vae["pretrained"]).expanduser() / (vae.get("subfolder") or "") \
-        if vae.get("kind") == "vae" and vae.get("pretrained") else None
-    if vae_dir is not None and not vae_dir.is_absolute():
-        vae_dir = video_dir / vae_dir  # already inside the export (a model folder's own copy)
+    vae_dir = None
+    if vae.get("kind") == "vae" and vae.get("pretrained"):  # a model folder's own copy is named relatively
+        vae_dir = Path(resolve_vae_reference(vae["pretrained"], video_dir)).expanduser() / (vae.get("subfolder") or "")
     copy_vae = copy_vae and vae_dir is not None and vae_dir.is_dir()
     for name in TalkingHeadModel.parts:
         _check_weights(video_dir / name, f"stage-3 video export {video_dir}")

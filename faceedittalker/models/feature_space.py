@@ -93,8 +93,13 @@ def build_exported_autoencoder(config: dict, autoencoder_path: str | None = None
     settings = dict(config["autoencoder"])
     if autoencoder_path:
         settings["pretrained"] = autoencoder_path
-    elif directory is not None and settings.get("pretrained") and not Path(settings["pretrained"]).is_absolute():
-        inside = Path(directory) / settings["pretrained"]
-        if inside.is_dir():
-            settings["pretrained"] = str(inside)
+    elif directory is not None and settings.get("pretrained"):
+        settings["pretrained"] = resolve_vae_reference(settings["pretrained"], directory)
     return build_autoencoder(**settings)
+
+
+def resolve_vae_reference(pretrained: str, directory: str | Path) -> str:
+    """`pretrained` as recorded in an export: a relative name of a folder inside `directory` becomes that folder's
+    path; anything else (an absolute path, a hub id) is returned as it is."""
+    inside = Path(directory) / pretrained
+    return str(inside) if not Path(pretrained).is_absolute() and inside.is_dir() else pretrained
