@@ -72,11 +72,11 @@ def main(cfg: DictConfig) -> None:
                                        cfg.portrait_size, cfg.steps)  # fmt: skip
         seconds["custom_attribute"] = round(time.perf_counter() - start - sum(seconds.values()), 1)
     talking, clip = lipsync_goal(pipe, judge, cfg.edit, cfg.alpha, cfg.clips, cfg.clip_seconds, cfg.seed,
-                                 cfg.portrait_size, cfg.steps)  # fmt: skip
+                                 cfg.portrait_size, cfg.steps, cfg.moving_heads)  # fmt: skip
     seconds["lipsync"] = round(time.perf_counter() - start - sum(seconds.values()), 1)
     result = {"settings": {k: cfg[k] for k in ("model", "judge", "faces", "clips", "clip_seconds", "probe_faces",
                                                "edit", "alpha", "steps", "invert_steps", "portrait_size", "seed",
-                                               "custom_examples")},
+                                               "custom_examples", "moving_heads")},
               "judge_held_out": judge_report["held_out"], "goal1_semantics": semantics, "goal2_edit": edits,
               "goal2_custom_attribute": custom,
               "goal3_lipsync": talking["lipsync"], "goal4_talking_edit": talking["talking_edit"],

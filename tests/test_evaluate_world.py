@@ -10,7 +10,7 @@ import torch
 from helpers import run_script_main
 from PIL import Image
 
-from faceedittalker.landmarks.topology import mouth_opening
+from faceedittalker.landmarks.topology import RIGHT_EYE_LOWER, RIGHT_EYE_UPPER, mouth_opening
 from faceedittalker.metrics.judge import (
     JUDGE_ATTRIBUTES,
     degrade,
@@ -93,6 +93,22 @@ def test_mouth_brightness_follows_a_rendered_mouth():
     assert abs(pearson_r(values, mouth_opening(landmarks))) > 0.6
     still = mouth_brightness(np.repeat(frames[:1], 5, 0), landmarks[:5])
     assert np.allclose(still, still[0])  # a fixed box: the same frame reads the same
+
+
+def test_held_out_clip_moves_its_head_and_blinks_but_keeps_its_speech():
+    """Moving clips (the default) turn and blink around the frontal reference; a still clip has the same speech
+    and mouth, and no other motion."""
+    moving, still = held_out_clip(0, 4.0, 64), held_out_clip(0, 4.0, 64, moving=False)
+    assert np.array_equal(moving["waveform"], still["waveform"])
+    np.testing.assert_allclose(mouth_opening(moving["landmarks"]), mouth_opening(still["landmarks"]), rtol=0.2,
+                               atol=0.01)  # fmt: skip  # the opening is measured in the image: a turn changes it a bit
+    assert np.ptp(moving["yaw"]) > 3.0 and np.ptp(still["yaw"]) == 0.0  # degrees
+    nose = 1  # a point that speech does not move: only the head's motion moves it
+    assert np.ptp(moving["landmarks"][:, nose, 0]) > 0.01 and np.ptp(still["landmarks"][:, nose, 0]) < 1e-6
+    lids = moving["landmarks"][:, RIGHT_EYE_LOWER, 1].mean(1) - moving["landmarks"][:, RIGHT_EYE_UPPER, 1].mean(1)
+    still_lids = still["landmarks"][:, RIGHT_EYE_LOWER, 1].mean(1) - still["landmarks"][:, RIGHT_EYE_UPPER, 1].mean(1)
+    assert lids.min() < 0.5 * np.median(lids)  # a blink within 4 s
+    assert still_lids.min() > 0.9 * np.median(still_lids)
 
 
 def test_region_mask_and_masked_psnr():

@@ -10,9 +10,10 @@
 and the user-defined attribute (`add_attribute`): the same edit direction fitted from 50 + 50 example faces,
 scored as goal 2 beside the built-in one.
 
-Held-out faces and clips are `held_out_portrait` people (a seed stream no training set uses), frontal and still
-(no head motion): the clip's truth is the reference's mesh with the jaw and lips of the speech
-(`mouth_from_speech`), rendered at `portrait_size` and cropped like the reference.
+Held-out faces and clips are `held_out_portrait` people (a seed stream no training set uses), frontal: the clip's
+truth is the reference's mesh with the jaw and lips of the speech (`mouth_from_speech`), turning, nodding and
+blinking as the training clips do (`moving_heads`; off: a still head), rendered at `portrait_size` and cropped like
+the reference.
 """
 
 from __future__ import annotations
@@ -44,8 +45,10 @@ from faceedittalker.pipeline import FaceEditTalkerPipeline, crop_portrait, seman
 from faceedittalker.synthetic.face import Expression, Pose, render_face, rest_expression
 from faceedittalker.synthetic.sets import (
     RENDERED_ATTRIBUTES,
+    blinks,
     cut_speech,
     ensure_synthetic_set,
+    head_motion,
     held_out_portrait,
     mouth_from_speech,
     speech_envelope,
@@ -211,28 +214,33 @@ def driven_by(pipe: FaceEditTalkerPipeline, landmarks: np.ndarray) -> Iterator[N
         del pipe.predict_landmarks
 
 
-def held_out_clip(index: int, seconds: float, size: int, seed: int = 0) -> dict:
+def held_out_clip(index: int, seconds: float, size: int, seed: int = 0, moving: bool = True) -> dict:
     """A held-out talking clip: the reference portrait (size, size, 3), speech (16 kHz), and per frame the true
-    landmarks (T, 478, 3, image-normalised) and rendered frames (T, size, size, 3)."""
+    landmarks (T, 478, 3, image-normalised) and rendered frames (T, size, size, 3). `moving`: the head turns, nods
+    and blinks around the frontal reference as the training clips' heads do (`head_motion`, `blinks`), so following
+    the landmarks matters beyond the mouth; False: a still, frontal head (the figures before Dec 3)."""
     portrait, identity = held_out_portrait(CLIP_INDEX_OFFSET + index, size, seed, Smiling=False, Eyeglasses=False)
     rng = np.random.default_rng([seed, CLIP_INDEX_OFFSET, index])  # the clip's speech, apart from the face's seed
     waveform, _ = cut_speech(rng, seconds)
     jaw, spread = mouth_from_speech(*speech_envelope(waveform))
     rest = rest_expression(identity)
+    blink = blinks(rng, len(jaw)) if moving else np.zeros(len(jaw))  # drawn after the speech: the same speech
+    poses = head_motion(rng, len(jaw), Pose()) if moving else [Pose()] * len(jaw)
     frames, landmarks = [], []
     for t in range(len(jaw)):
-        expression = Expression(jaw_open=float(jaw[t]), smile=rest.smile, spread=float(spread[t]))
-        frame, points = render_face(identity, expression, Pose(), size)
+        expression = Expression(jaw_open=float(jaw[t]), smile=rest.smile, spread=float(spread[t]),
+                                blink_right=float(blink[t]), blink_left=float(blink[t]))  # fmt: skip
+        frame, points = render_face(identity, expression, poses[t], size)
         frames.append(frame)
         landmarks.append(points)
     _, rest_points = render_face(identity, rest, Pose(), size)
     return {"portrait": portrait, "waveform": waveform, "landmarks": np.stack(landmarks), "frames": np.stack(frames),
-            "rest_landmarks": rest_points}  # fmt: skip
+            "rest_landmarks": rest_points, "yaw": np.array([pose.yaw for pose in poses])}  # fmt: skip
 
 
 def lipsync_goal(pipe: FaceEditTalkerPipeline, judge: WorldJudge, attribute: str, alpha: float, clips: int,
-                 seconds: float = 2.0, seed: int = 0, portrait_size: int = 256, steps: int | None = None
-                 ) -> tuple[dict, dict]:
+                 seconds: float = 2.0, seed: int = 0, portrait_size: int = 256, steps: int | None = None,
+                 moving_heads: bool = True) -> tuple[dict, dict]:
     """Goals 3 and 4 on `clips` held-out clips. Returns the figures and, for the picture, the frames and mouth
     curves of the first clip."""
     column = judge.names.index(attribute)
@@ -243,7 +251,7 @@ def lipsync_goal(pipe: FaceEditTalkerPipeline, judge: WorldJudge, attribute: str
     brightness: dict[str, list] = {c: [] for c in ("truth_frames", *conditions)}  # r of mouth_brightness vs truth
     shown: dict = {}
     for c in tqdm(range(clips), desc="held-out clips", unit="clip", leave=False):
-        clip = held_out_clip(c, seconds, portrait_size, seed)
+        clip = held_out_clip(c, seconds, portrait_size, seed, moving_heads)
         crop = pipe.prepare_portrait(clip["portrait"])[1]
         height, width = clip["portrait"].shape[:2]
         true_crop = landmarks_to_crop(clip["landmarks"], crop.crop_box, width, height)  # (T, 478, 3)

@@ -140,7 +140,7 @@ def _smooth_motion(rng: np.random.Generator, num_frames: int, amplitude: float) 
     return amplitude * curve
 
 
-def _blinks(rng: np.random.Generator, num_frames: int) -> np.ndarray:
+def blinks(rng: np.random.Generator, num_frames: int) -> np.ndarray:
     """Eyelid closure per frame: a 5-frame blink every 2-5 s."""
     closure = np.zeros(num_frames)
     profile = np.array([0.5, 1.0, 1.0, 0.6, 0.2])
@@ -150,6 +150,16 @@ def _blinks(rng: np.random.Generator, num_frames: int) -> np.ndarray:
         closure[frame:end] = np.maximum(closure[frame:end], profile[: end - frame])
         frame += int(rng.uniform(2, 5) * VIDEO_FPS)
     return closure
+
+
+def head_motion(rng: np.random.Generator, num_frames: int, base: Pose) -> list[Pose]:
+    """Per-frame poses of a talking head: `base`'s angles pulled towards frontal, plus slow turns, nods and tilts
+    (about +-6, 4, 3 degrees); its placement (shift, scale) is kept."""
+    yaw = base.yaw * 0.6 + _smooth_motion(rng, num_frames, 6.0)
+    pitch = base.pitch * 0.5 + _smooth_motion(rng, num_frames, 4.0)
+    roll = base.roll * 0.5 + _smooth_motion(rng, num_frames, 3.0)
+    return [Pose(yaw=float(yaw[t]), pitch=float(pitch[t]), roll=float(roll[t]), shift_x=base.shift_x,
+                 shift_y=base.shift_y, scale=base.scale) for t in range(num_frames)]  # fmt: skip
 
 
 def _still_pose(rng: np.random.Generator) -> Pose:
@@ -168,22 +178,17 @@ def render_clip(
     loudness, centroid = speech_envelope(waveform)
     jaw_open, spread = mouth_from_speech(loudness, centroid)
     num_frames = len(loudness)
-    blink = _blinks(rng, num_frames)
-    base = _still_pose(rng)
-    yaw = base.yaw * 0.6 + _smooth_motion(rng, num_frames, 6.0)
-    pitch = base.pitch * 0.5 + _smooth_motion(rng, num_frames, 4.0)
-    roll = base.roll * 0.5 + _smooth_motion(rng, num_frames, 3.0)
+    blink = blinks(rng, num_frames)
+    poses = head_motion(rng, num_frames, _still_pose(rng))
     smile = 0.4 * rest_expression(identity).smile
     frames = np.empty((num_frames, size, size, 3), np.uint8)
     landmarks = np.empty((num_frames, 478, 3), np.float32)
     for t in range(num_frames):
         expression = Expression(jaw_open=float(jaw_open[t]), smile=smile, spread=float(spread[t]),
                                 blink_right=float(blink[t]), blink_left=float(blink[t]))  # fmt: skip
-        pose = Pose(yaw=float(yaw[t]), pitch=float(pitch[t]), roll=float(roll[t]), shift_x=base.shift_x,
-                    shift_y=base.shift_y, scale=base.scale)  # fmt: skip
-        frames[t], landmarks[t] = render_face(identity, expression, pose, size)
-    truth = {"jaw_open": jaw_open, "spread": spread, "loudness": loudness, "blink": blink,
-             "yaw": yaw, "pitch": pitch, "roll": roll}  # fmt: skip
+        frames[t], landmarks[t] = render_face(identity, expression, poses[t], size)
+    angles = {axis: np.array([getattr(pose, axis) for pose in poses]) for axis in ("yaw", "pitch", "roll")}
+    truth = {"jaw_open": jaw_open, "spread": spread, "loudness": loudness, "blink": blink, **angles}
     return frames, landmarks, truth
 
 
