@@ -105,6 +105,8 @@ def main(cfg: DictConfig) -> None:
         f"{k} {v['frame']} dB; {v['mouth']} dB" for k, v in lip["psnr_to_truth_db"].items()))
     print("goal 3  mouth-box brightness vs true opening, r (no model): " + ", ".join(
         f"{k} {v['mean']}" for k, v in lip["mouth_brightness_r"].items()))
+    print("goal 3  the real landmarker on upscaled frames, r (share of frames with a face): " + ", ".join(
+        f"{k} {v['mean']} ({v['detected']})" for k, v in lip["landmarker_r"].items()))
     t = talking["talking_edit"]
     print(f"goal 4  {cfg.edit} rate on frames {t['judge_rate_without_edit']} -> {t['judge_rate_with_edit']}, "
           f"r change {t['pearson_r_change']}")

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from faceedittalker.data.images import LabelledImageDataset
 from faceedittalker.data.portrait import crop_face
 from faceedittalker.data.preprocess import landmarks_to_crop
+from faceedittalker.landmarks.detector import FaceLandmarker
 from faceedittalker.landmarks.topology import (
     LEFT_BROW_UPPER,
     LEFT_EYE,
@@ -40,6 +41,7 @@ from faceedittalker.landmarks.topology import (
 )
 from faceedittalker.metrics.image import mouth_psnr, psnr
 from faceedittalker.metrics.judge import WorldJudge, pearson_r
+from faceedittalker.metrics.lmd import detect_video_landmarks
 from faceedittalker.metrics.semantics import held_out_split, probe_against_pixels
 from faceedittalker.pipeline import FaceEditTalkerPipeline, crop_portrait, semantic_codes
 from faceedittalker.synthetic.face import Expression, Pose, render_face, rest_expression
@@ -198,6 +200,20 @@ def mouth_brightness(frames: np.ndarray, landmarks: np.ndarray, margin: float = 
     return frames.astype(np.float64).mean(-1)[:, mask].mean(1)
 
 
+def landmarker_opening(frames: np.ndarray, landmarker: FaceLandmarker, size: int = 256) -> np.ndarray:
+    """(T,) the real landmarker's mouth opening on frames (T, R, R, 3) uint8 upscaled to `size` (bicubic), in
+    image heights; NaN where it finds no face. A second reader of the generated mouths, trained on real faces."""
+    upscaled = np.stack([cv2.resize(frame, (size, size), interpolation=cv2.INTER_CUBIC) for frame in frames])
+    return mouth_opening(detect_video_landmarks(upscaled, landmarker) / size)
+
+
+def detected_r(opening: np.ndarray, truth: np.ndarray) -> dict:
+    """Pearson r of a reading with NaN gaps (frames without a detected face) against the truth, over the frames
+    read, and the share of frames read."""
+    found = np.isfinite(opening)
+    return {"r": pearson_r(opening[found], truth[found]), "detected": round(float(found.mean()), 3)}
+
+
 @contextlib.contextmanager
 def driven_by(pipe: FaceEditTalkerPipeline, landmarks: np.ndarray) -> Iterator[None]:
     """Within the block, `pipe(...)` drives the frames with `landmarks` (T, 478, 3, crop frame) instead of P_ldm's
@@ -249,44 +265,48 @@ def lipsync_goal(pipe: FaceEditTalkerPipeline, judge: WorldJudge, attribute: str
     attribute_rate: dict[str, list[float]] = {"audio": [], "audio_edited": []}
     to_truth: dict[str, dict[str, list[float]]] = {c: {"frame": [], "mouth": []} for c in conditions}  # PSNR, dB
     brightness: dict[str, list] = {c: [] for c in ("truth_frames", *conditions)}  # r of mouth_brightness vs truth
+    read: dict[str, list] = {c: [] for c in ("truth_frames", *conditions)}  # the real landmarker's reading
     shown: dict = {}
-    for c in tqdm(range(clips), desc="held-out clips", unit="clip", leave=False):
-        clip = held_out_clip(c, seconds, portrait_size, seed, moving_heads)
-        crop = pipe.prepare_portrait(clip["portrait"])[1]
-        height, width = clip["portrait"].shape[:2]
-        true_crop = landmarks_to_crop(clip["landmarks"], crop.crop_box, width, height)  # (T, 478, 3)
-        rest_crop = landmarks_to_crop(clip["rest_landmarks"], crop.crop_box, width, height)
-        truth = mouth_opening(true_crop)  # (T,) crop heights, the judge's units
-        truth_frames = np.stack([crop_face(f, crop, pipe.video_model.resolution) for f in clip["frames"]])
-        curves = {"truth": truth, "judge_on_truth": judge.judge(truth_frames)["opening"]}
-        brightness["truth_frames"].append(pearson_r(mouth_brightness(truth_frames, true_crop), truth))
-        frames: dict[str, np.ndarray] = {}
-        for condition in conditions:
-            edit = (attribute, alpha) if condition == "audio_edited" else (None, None)
-            drive = {"true_landmarks": true_crop, "frozen_reference": np.repeat(rest_crop[None], len(truth), 0)}
-            context = driven_by(pipe, drive[condition]) if condition in drive else contextlib.nullcontext()
-            with context:
-                out = pipe(clip["portrait"], clip["waveform"], edit=edit[0], alpha=edit[1], steps=steps, seed=seed,
-                           paste_back=False, progress=False)  # fmt: skip
-            count = min(len(truth), len(out.frames))
-            frames[condition] = out.frames[:count]
-            judged = judge.judge(out.frames[:count])
-            curves[condition] = judged["opening"]
-            per_clip[condition].append(pearson_r(judged["opening"], truth[:count]))
-            video, real = (torch.from_numpy(f[:count]).permute(0, 3, 1, 2).float() / 127.5 - 1
-                           for f in (out.frames, truth_frames))  # (T, 3, R, R) in [-1, 1]
-            to_truth[condition]["frame"].append(float(psnr(video, real).mean()))
-            lips = torch.from_numpy(true_crop[None, :count]).float()  # the true mouth box, crop-normalised
-            to_truth[condition]["mouth"].append(mouth_psnr(video[None], real[None], lips))
-            brightness[condition].append(pearson_r(mouth_brightness(out.frames[:count], true_crop[:count]),
-                                                   truth[:count]))
-            if condition in attribute_rate:
-                attribute_rate[condition].append(float((judged["probabilities"][:, column] > 0.5).mean()))
-            if condition == "audio":
-                per_clip["p_ldm_landmarks"].append(pearson_r(mouth_opening(out.landmarks[:count]), truth[:count]))
-        per_clip["judge_on_truth"].append(pearson_r(curves["judge_on_truth"], truth))
-        if c == 0:
-            shown = {"frames": frames, "curves": curves}
+    with FaceLandmarker(mode="image", blendshapes=False, matrices=False) as landmarker:  # the second reader
+        for c in tqdm(range(clips), desc="held-out clips", unit="clip", leave=False):
+            clip = held_out_clip(c, seconds, portrait_size, seed, moving_heads)
+            crop = pipe.prepare_portrait(clip["portrait"])[1]
+            height, width = clip["portrait"].shape[:2]
+            true_crop = landmarks_to_crop(clip["landmarks"], crop.crop_box, width, height)  # (T, 478, 3)
+            rest_crop = landmarks_to_crop(clip["rest_landmarks"], crop.crop_box, width, height)
+            truth = mouth_opening(true_crop)  # (T,) crop heights, the judge's units
+            truth_frames = np.stack([crop_face(f, crop, pipe.video_model.resolution) for f in clip["frames"]])
+            curves = {"truth": truth, "judge_on_truth": judge.judge(truth_frames)["opening"]}
+            brightness["truth_frames"].append(pearson_r(mouth_brightness(truth_frames, true_crop), truth))
+            read["truth_frames"].append(detected_r(landmarker_opening(truth_frames, landmarker), truth))
+            frames: dict[str, np.ndarray] = {}
+            for condition in conditions:
+                edit = (attribute, alpha) if condition == "audio_edited" else (None, None)
+                drive = {"true_landmarks": true_crop, "frozen_reference": np.repeat(rest_crop[None], len(truth), 0)}
+                context = driven_by(pipe, drive[condition]) if condition in drive else contextlib.nullcontext()
+                with context:
+                    out = pipe(clip["portrait"], clip["waveform"], edit=edit[0], alpha=edit[1], steps=steps, seed=seed,
+                               paste_back=False, progress=False)  # fmt: skip
+                count = min(len(truth), len(out.frames))
+                frames[condition] = out.frames[:count]
+                judged = judge.judge(out.frames[:count])
+                curves[condition] = judged["opening"]
+                per_clip[condition].append(pearson_r(judged["opening"], truth[:count]))
+                video, real = (torch.from_numpy(f[:count]).permute(0, 3, 1, 2).float() / 127.5 - 1
+                               for f in (out.frames, truth_frames))  # (T, 3, R, R) in [-1, 1]
+                to_truth[condition]["frame"].append(float(psnr(video, real).mean()))
+                lips = torch.from_numpy(true_crop[None, :count]).float()  # the true mouth box, crop-normalised
+                to_truth[condition]["mouth"].append(mouth_psnr(video[None], real[None], lips))
+                brightness[condition].append(pearson_r(mouth_brightness(out.frames[:count], true_crop[:count]),
+                                                       truth[:count]))
+                read[condition].append(detected_r(landmarker_opening(out.frames[:count], landmarker), truth[:count]))
+                if condition in attribute_rate:
+                    attribute_rate[condition].append(float((judged["probabilities"][:, column] > 0.5).mean()))
+                if condition == "audio":
+                    per_clip["p_ldm_landmarks"].append(pearson_r(mouth_opening(out.landmarks[:count]), truth[:count]))
+            per_clip["judge_on_truth"].append(pearson_r(curves["judge_on_truth"], truth))
+            if c == 0:
+                shown = {"frames": frames, "curves": curves}
 
     def mean(values: list) -> float | None:
         defined = [v for v in values if v is not None]
@@ -299,6 +319,10 @@ def lipsync_goal(pipe: FaceEditTalkerPipeline, judge: WorldJudge, attribute: str
     # means the generated mouths open as the rendered ones do; the opposite sign, that they change in step with
     # the landmarks but look otherwise (e.g. darken where the renderer's open mouth lightens).
     lipsync["mouth_brightness_r"] = {c: {"mean": mean(v), "per_clip": v} for c, v in brightness.items()}
+    # The real landmarker on upscaled frames (the issue's other reader): r over the frames where it finds a face.
+    lipsync["landmarker_r"] = {c: {"mean": mean([v["r"] for v in values]), "per_clip": [v["r"] for v in values],
+                                   "detected": mean([v["detected"] for v in values])}
+                               for c, values in read.items()}  # fmt: skip
     lipsync["clips"], lipsync["seconds"] = clips, seconds
     edited_r, plain_r = lipsync["audio_edited"]["pearson_r_mean"], lipsync["audio"]["pearson_r_mean"]
     talking_edit = {
