@@ -101,6 +101,7 @@ def main(cfg: DictConfig) -> None:
     lip = talking["lipsync"]
     print("goal 3  mouth-opening r: " + ", ".join(f"{k} {lip[k]['pearson_r_mean']}" for k in
           ("true_landmarks", "frozen_reference", "audio", "judge_on_truth", "p_ldm_landmarks")))
+    print(f"goal 3  P_ldm's lips off the true ones by {lip['p_ldm_lip_error_px']['mean']} px of the frames")
     print("goal 3  PSNR to the rendered truth (crop; mouth box): " + ", ".join(
         f"{k} {v['frame']} dB; {v['mouth']} dB" for k, v in lip["psnr_to_truth_db"].items()))
     print("goal 3  mouth-box brightness vs true opening, r (no model): " + ", ".join(

@@ -224,6 +224,13 @@ def test_evaluate_world_on_a_random_model(tmp_path, monkeypatch, tiny_judge):
     brightness = lipsync["mouth_brightness_r"]
     assert set(brightness) == {"truth_frames", "true_landmarks", "frozen_reference", "audio", "audio_edited"}
     assert brightness["truth_frames"]["mean"] is not None and abs(brightness["truth_frames"]["mean"]) > 0.3
+    landmarker = lipsync["landmarker_r"]  # the second reader: r over the frames with a face, and their share
+    assert set(landmarker) == set(brightness)
+    assert all(0 <= v["detected"] <= 1 and (v["mean"] is None or -1 <= v["mean"] <= 1) for v in landmarker.values())
+    assert landmarker["truth_frames"]["detected"] == 1.0  # the rendered truth always has a face
+    lip_error = lipsync["p_ldm_lip_error_px"]  # an untrained P_ldm: some error, in pixels of the 32 px frames
+    assert len(lip_error["per_clip"]) == 1 and 0 < lip_error["mean"] < 32
+    assert result["settings"]["moving_heads"] is True
     rate = result["goal4_talking_edit"]["judge_rate_with_edit"]
     assert 0 <= rate <= 1
     picture = Image.open(out / "world.png")

@@ -266,6 +266,7 @@ def lipsync_goal(pipe: FaceEditTalkerPipeline, judge: WorldJudge, attribute: str
     to_truth: dict[str, dict[str, list[float]]] = {c: {"frame": [], "mouth": []} for c in conditions}  # PSNR, dB
     brightness: dict[str, list] = {c: [] for c in ("truth_frames", *conditions)}  # r of mouth_brightness vs truth
     read: dict[str, list] = {c: [] for c in ("truth_frames", *conditions)}  # the real landmarker's reading
+    p_ldm_lip_error: list[float] = []  # mean |P_ldm - true| of the lip landmarks per clip
     shown: dict = {}
     with FaceLandmarker(mode="image", blendshapes=False, matrices=False) as landmarker:  # the second reader
         for c in tqdm(range(clips), desc="held-out clips", unit="clip", leave=False):
@@ -304,6 +305,8 @@ def lipsync_goal(pipe: FaceEditTalkerPipeline, judge: WorldJudge, attribute: str
                     attribute_rate[condition].append(float((judged["probabilities"][:, column] > 0.5).mean()))
                 if condition == "audio":
                     per_clip["p_ldm_landmarks"].append(pearson_r(mouth_opening(out.landmarks[:count]), truth[:count]))
+                    lip_error = np.abs(out.landmarks[:count, LIP_POINTS, :2] - true_crop[:count, LIP_POINTS, :2])
+                    p_ldm_lip_error.append(float(lip_error.mean()) * pipe.video_model.resolution)  # px of the frames
             per_clip["judge_on_truth"].append(pearson_r(curves["judge_on_truth"], truth))
             if c == 0:
                 shown = {"frames": frames, "curves": curves}
@@ -323,6 +326,9 @@ def lipsync_goal(pipe: FaceEditTalkerPipeline, judge: WorldJudge, attribute: str
     lipsync["landmarker_r"] = {c: {"mean": mean([v["r"] for v in values]), "per_clip": [v["r"] for v in values],
                                    "detected": mean([v["detected"] for v in values])}
                                for c, values in read.items()}  # fmt: skip
+    # How far P_ldm's lips are from the true ones, in pixels of the generated frames: tells a wrong L from a model
+    # whose frames do not follow L.
+    lipsync["p_ldm_lip_error_px"] = {"mean": mean(p_ldm_lip_error), "per_clip": [round(e, 3) for e in p_ldm_lip_error]}
     lipsync["clips"], lipsync["seconds"] = clips, seconds
     edited_r, plain_r = lipsync["audio_edited"]["pearson_r_mean"], lipsync["audio"]["pearson_r_mean"]
     talking_edit = {
