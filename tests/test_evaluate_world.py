@@ -110,8 +110,10 @@ def test_held_out_clip_moves_its_head_and_blinks_but_keeps_its_speech():
     assert np.ptp(moving["yaw"]) > 3.0 and np.ptp(still["yaw"]) == 0.0  # degrees
     nose = 1  # a point that speech does not move: only the head's motion moves it
     assert np.ptp(moving["landmarks"][:, nose, 0]) > 0.01 and np.ptp(still["landmarks"][:, nose, 0]) < 1e-6
-    lids = moving["landmarks"][:, RIGHT_EYE_LOWER, 1].mean(1) - moving["landmarks"][:, RIGHT_EYE_UPPER, 1].mean(1)
-    still_lids = still["landmarks"][:, RIGHT_EYE_LOWER, 1].mean(1) - still["landmarks"][:, RIGHT_EYE_UPPER, 1].mean(1)
+    def eye_height(clip: dict) -> np.ndarray:  # (T,) the right eye's lower lid below its upper lid
+        return clip["landmarks"][:, RIGHT_EYE_LOWER, 1].mean(1) - clip["landmarks"][:, RIGHT_EYE_UPPER, 1].mean(1)
+
+    lids, still_lids = eye_height(moving), eye_height(still)
     assert lids.min() < 0.5 * np.median(lids)  # a blink within 4 s
     assert still_lids.min() > 0.9 * np.median(still_lids)
 

@@ -327,7 +327,7 @@ def lipsync_goal(pipe: FaceEditTalkerPipeline, judge: WorldJudge, attribute: str
                                    "detected": mean([v["detected"] for v in values])}
                                for c, values in read.items()}  # fmt: skip
     # How far P_ldm's lips are from the true ones, in pixels of the generated frames: tells a wrong L from a model
-    # whose frames do not follow L.
+    # whose frames do not follow L (on moving heads it includes the head's motion, which speech cannot predict).
     lipsync["p_ldm_lip_error_px"] = {"mean": mean(p_ldm_lip_error), "per_clip": [round(e, 3) for e in p_ldm_lip_error]}
     lipsync["clips"], lipsync["seconds"] = clips, seconds
     edited_r, plain_r = lipsync["audio_edited"]["pearson_r_mean"], lipsync["audio"]["pearson_r_mean"]
