@@ -75,6 +75,31 @@ def test_training_loss_is_the_eps_mse_at_the_sampled_timesteps():
     assert 0.5 < zero.item() < 1.6  # E[eps^2] = 1
 
 
+def test_training_loss_pixel_weights_are_a_weighted_mean_per_sample():
+    ddim = DDIM()
+    z0 = torch.randn(2, 3, 4, 4)
+    wrong_in_corner = lambda z_t, t: torch.zeros_like(z_t)  # noqa: E731
+
+    def loss(weights):
+        return ddim.training_loss(wrong_in_corner, z0, generator=torch.Generator().manual_seed(3),
+                                  pixel_weights=weights).item()  # fmt: skip
+
+    plain = ddim.training_loss(wrong_in_corner, z0, generator=torch.Generator().manual_seed(3)).item()
+    assert abs(loss(torch.full((1, 1, 4, 4), 7.0)) - plain) < 1e-6  # uniform weights: the plain mean
+    # All the weight on one pixel: the loss is that pixel's squared noise, mean over channels and samples.
+    corner = torch.zeros(1, 1, 4, 4)
+    corner[..., 0, 0] = 1.0
+    noise = torch.randn(z0.shape, generator=_generator_after_timesteps(ddim, 2, 3))
+    assert abs(loss(corner) - noise[..., 0, 0].pow(2).mean().item()) < 1e-5
+
+
+def _generator_after_timesteps(ddim: DDIM, batch: int, seed: int) -> torch.Generator:
+    """The generator state `training_loss` draws its noise from: after the timesteps of a batch."""
+    generator = torch.Generator().manual_seed(seed)
+    ddim.sample_timesteps(batch, torch.device("cpu"), generator)
+    return generator
+
+
 def test_pixel_space_sampling_clips_the_predicted_image():
     ddim = DDIM(clip_sample=True)
     out = ddim.sample(lambda z, t: -3 * torch.ones_like(z), torch.zeros(1, 3, 2, 2), 5)

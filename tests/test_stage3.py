@@ -276,6 +276,33 @@ def test_mouth_psnr_looks_only_at_the_mouth_box():
     assert mouth_psnr(inside, truth, landmarks) < 15
 
 
+def test_lip_box_mask_covers_the_mouth_box_and_weighs_the_stage3_loss():
+    from omegaconf import OmegaConf
+
+    from faceedittalker.landmarks.topology import LIP_POINTS
+    from faceedittalker.metrics.image import lip_box_mask
+    from faceedittalker.stages.stage3_video import VideoStage
+
+    landmarks = torch.full((2, 3, 478, 3), 0.5)
+    landmarks[..., LIP_POINTS, 0] = torch.linspace(0.4, 0.6, len(LIP_POINTS))  # x 0.4-0.6
+    landmarks[..., LIP_POINTS, 1] = torch.linspace(0.7, 0.8, len(LIP_POINTS))  # y 0.7-0.8
+    mask = lip_box_mask(landmarks, 40, margin=0.0)
+    assert mask.shape == (2, 3, 40, 40)
+    expected = torch.zeros(40, 40, dtype=torch.bool)
+    expected[28:32, 16:24] = True  # rows 0.7-0.8, columns 0.4-0.6 of 40 px
+    assert torch.equal(mask[1, 2], expected)
+    assert lip_box_mask(landmarks, 40).sum() > mask.sum()  # the default margin widens it
+
+    stage = VideoStage.__new__(VideoStage)  # only the config is read
+    stage.cfg = OmegaConf.create({"stage3": {"video": {"mouth_loss_weight": 1.0}}})
+    assert stage.mouth_weights(landmarks, 40) is None  # Eq. 13 as written
+    stage.cfg.stage3.video.mouth_loss_weight = 5.0
+    weights = stage.mouth_weights(landmarks, 40)
+    assert weights.shape == (2, 3, 1, 40, 40)
+    assert set(weights.unique().tolist()) == {1.0, 5.0}
+    assert torch.equal(weights[:, :, 0] == 5.0, lip_box_mask(landmarks, 40))
+
+
 def test_evaluate_landmarks_script_reports_metrics_and_draws_a_clip(tmp_path, landmark_run, tiny_cache):
     export, trainer = landmark_run
     clips = trainer.stage.val_set.clips[0].parent

@@ -147,16 +147,21 @@ class DDIM:
             return weight / (snr + 1)
         return weight
 
-    def training_loss(self, denoiser: Denoiser, z0: torch.Tensor,
-                      generator: torch.Generator | None = None) -> torch.Tensor:
+    def training_loss(self, denoiser: Denoiser, z0: torch.Tensor, generator: torch.Generator | None = None,
+                      pixel_weights: torch.Tensor | None = None) -> torch.Tensor:
         """Noise z0 at training timesteps and return the (weighted) MSE of the denoiser's prediction;
-        with the defaults, the paper's eps-MSE at uniform t."""
+        with the defaults, the paper's eps-MSE at uniform t. `pixel_weights`, broadcastable to z0, weigh the
+        squared error element-wise and are normalised per sample (a weighted mean), so the loss keeps its scale."""
         batch = z0.shape[0]
         t = self.sample_timesteps(batch, z0.device, generator)
         noise = torch.randn(z0.shape, device=z0.device, dtype=z0.dtype, generator=generator)
         z_t = self.scheduler.add_noise(z0, noise, t)  # sqrt(a_t) z0 + sqrt(1 - a_t) eps
-        error = (denoiser(z_t, t).float() - self.target(z0, noise, t).float()).pow(2)  # (B, C, h, w)
-        per_sample = error.flatten(1).mean(dim=1)  # (B,)
+        error = (denoiser(z_t, t).float() - self.target(z0, noise, t).float()).pow(2)  # (B, [F,] C, h, w)
+        if pixel_weights is None:
+            per_sample = error.flatten(1).mean(dim=1)  # (B,)
+        else:
+            weights = pixel_weights.float().expand_as(error)
+            per_sample = (error * weights).flatten(1).sum(dim=1) / weights.flatten(1).sum(dim=1)  # (B,)
         return (self.loss_weights(t) * per_sample).mean()
 
     # ----- sampling (Eq. 10) -----------------------------------------------------------------------------

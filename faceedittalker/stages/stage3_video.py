@@ -3,7 +3,8 @@
 eps_theta inflated from the stage-1 model (`stage3.feature_space`) with zero-initialised temporal layers and
 landmark-feature input channels, and a new E_ldm; E_img and E_sem frozen. Loss (Eq. 13):
 || eps_theta(Z_t, t | z_sem = E_sem(x_ref), F = E_ldm(L, l_ref)) - eps ||^2 over the latents of a window of
-frames, with ground-truth landmarks L from the dataset and a reference frame of the same clip.
+frames, with ground-truth landmarks L from the dataset and a reference frame of the same clip; optionally with
+the mouth box weighted up (`stage3.video.mouth_loss_weight`, beyond the paper).
 
 Reading of Alg. 3: its lines 6-7 noise E_img(x_ref); we noise the latents of the clip's frames (what Eq. 13's
 eps-MSE needs to learn motion), and the reference enters through z_sem. At inference Z_T is the reference's
@@ -26,7 +27,7 @@ from torch.utils.data import Dataset
 
 from faceedittalker.data.clip_latents import encode_frames, latent_cache_key, write_clip_latents
 from faceedittalker.errors import InputError
-from faceedittalker.metrics.image import mouth_psnr, psnr
+from faceedittalker.metrics.image import lip_box_mask, mouth_psnr, psnr
 from faceedittalker.models.feature_space import ImageFeatureSpace
 from faceedittalker.models.talking_head import TalkingHeadModel
 from faceedittalker.models.unet import ConditionalUNet
@@ -129,8 +130,20 @@ class VideoStage(Stage):
         features = modules["landmark_encoder"](batch["landmark_images"], batch["reference_landmark_image"])
         unet = modules["unet"]
         return self.diffusion.training_loss(  # Eq. 13
-            lambda z_t, t: unet(z_t, t, z_sem, features.cond, features.residuals or None), z0
+            lambda z_t, t: unet(z_t, t, z_sem, features.cond, features.residuals or None), z0,
+            pixel_weights=self.mouth_weights(batch["landmarks"], z0.shape[-1]),
         )
+
+    def mouth_weights(self, landmarks: torch.Tensor, size: int) -> torch.Tensor | None:
+        """(B, F, 1, size, size) loss weights: `stage3.video.mouth_loss_weight` inside each frame's mouth box, 1
+        elsewhere (None at 1, Eq. 13 as written). The mouth is a few percent of a frame and the rest is already
+        given by the reference, so an unweighted loss hardly asks the frames to follow L's lips (Hallo and
+        EchoMimic weight the lip region in the same way)."""
+        weight = float(self.cfg.stage3.video.mouth_loss_weight)
+        if weight == 1.0:
+            return None
+        mask = lip_box_mask(landmarks, size).unsqueeze(2)  # (B, F, 1, size, size)
+        return 1.0 + (weight - 1.0) * mask.float()
 
     def talking_head(self, modules: dict[str, nn.Module]) -> TalkingHeadModel:
         sampling, video = self.cfg.sampling, self.cfg.stage3.video
