@@ -1,6 +1,6 @@
 """Train the independent judge of the synthetic world on rendered faces and their truth (never on z_sem).
 
-    python scripts/train_judge.py output=runs/judge-32px [resolution=32 count=2000 steps=1500]
+    python scripts/train_judge.py output=runs/judge-32px [resolution=32 count=10000 steps=6000 channels=[...]]
 
 Renders `count` + `held_out` faces with random pose, jaw opening and zoom (metrics/judge.py), fits a small CNN
 for the clearly drawn attributes and the inner-lip opening, and writes the folder with its held-out balanced
@@ -28,7 +28,7 @@ def main(cfg: DictConfig) -> None:
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     report = fit_and_save_judge(cfg.output, cfg.resolution, cfg.count, cfg.held_out, cfg.steps, cfg.batch_size,
-                                cfg.lr, cfg.seed, cfg.overwrite, float(cfg.blur))  # fmt: skip
+                                cfg.lr, cfg.seed, cfg.overwrite, float(cfg.blur), tuple(cfg.channels))  # fmt: skip
     held_out = report["held_out"]
     print(f"{'attribute':<20}{'balanced acc':>13}")
     for name, value in held_out["balanced_accuracy"].items():

@@ -198,7 +198,8 @@ def degrade(batch: torch.Tensor, share: float, generator: torch.Generator, max_s
 
 def fit_and_save_judge(output: str | Path, resolution: int, count: int = 3000, held_out: int = 400,
                        steps: int = 3000, batch_size: int = 32, lr: float = 2e-3, seed: int = 0,
-                       overwrite: bool = False, blur: float = 0.0) -> dict:
+                       overwrite: bool = False, blur: float = 0.0,
+                       channels: tuple[int, ...] = (16, 32, 64, 128)) -> dict:
     """Render `count` + `held_out` faces, train on the first, score on the rest, write the judge folder.
     Returns the report written as judge.json."""
     if count < 2 or held_out < 2 or steps < 1:
@@ -207,10 +208,11 @@ def fit_and_save_judge(output: str | Path, resolution: int, count: int = 3000, h
     images, labels, opening = render_judge_set(count + held_out, resolution, seed)
     rendered = time.perf_counter() - start
     judge = train_judge(images[:count], labels[:count], opening[:count], resolution, steps, batch_size, lr, seed,
-                        blur=blur)  # fmt: skip
+                        tuple(channels), blur)  # fmt: skip
     softened = to_uint8(gaussian_blur(to_tensor(images[count:]), kernel_size=5, sigma=1.0))
     report = {"resolution": resolution, "train_faces": count, "held_out_faces": held_out, "steps": steps,
               "batch_size": batch_size, "lr": lr, "seed": seed, "blur": blur,
+              "channels": list(channels),
               "held_out": judge_metrics(judge, images[count:], labels[count:], opening[count:]),
               # the same faces blurred (sigma 1 px), as soft as the generated frames it reads
               "held_out_blurred": judge_metrics(judge, softened, labels[count:], opening[count:]),
