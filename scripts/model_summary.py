@@ -94,6 +94,7 @@ def build(cfg: DictConfig) -> tuple[Stage, StageModules, Batch]:
 
     def batch(d: torch.device) -> dict:
         items = {"landmark_images": torch.rand(size, frames, 3, lm, lm, device=d),
+                 "landmarks": torch.rand(size, frames, 478, 3, device=d),
                  "reference_landmark_image": torch.rand(size, 3, lm, lm, device=d)}
         if video.latent_cache:  # what training reads from the per-clip cache: no VAE in the step
             channels, z_dim = space.autoencoder.latent_channels, space.semantic_encoder.config.z_dim

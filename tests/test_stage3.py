@@ -295,9 +295,9 @@ def test_lip_box_mask_covers_the_mouth_box_and_weighs_the_stage3_loss():
 
     stage = VideoStage.__new__(VideoStage)  # only the config is read
     stage.cfg = OmegaConf.create({"stage3": {"video": {"mouth_loss_weight": 1.0}}})
-    assert stage.mouth_weights(landmarks, 40) is None  # Eq. 13 as written
+    assert stage.mouth_weights({}, 40) is None  # Eq. 13 as written: no landmarks needed
     stage.cfg.stage3.video.mouth_loss_weight = 5.0
-    weights = stage.mouth_weights(landmarks, 40)
+    weights = stage.mouth_weights({"landmarks": landmarks}, 40)
     assert weights.shape == (2, 3, 1, 40, 40)
     assert set(weights.unique().tolist()) == {1.0, 5.0}
     assert torch.equal(weights[:, :, 0] == 5.0, lip_box_mask(landmarks, 40))

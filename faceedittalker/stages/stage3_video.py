@@ -131,18 +131,18 @@ class VideoStage(Stage):
         unet = modules["unet"]
         return self.diffusion.training_loss(  # Eq. 13
             lambda z_t, t: unet(z_t, t, z_sem, features.cond, features.residuals or None), z0,
-            pixel_weights=self.mouth_weights(batch["landmarks"], z0.shape[-1]),
+            pixel_weights=self.mouth_weights(batch, z0.shape[-1]),
         )
 
-    def mouth_weights(self, landmarks: torch.Tensor, size: int) -> torch.Tensor | None:
-        """(B, F, 1, size, size) loss weights: `stage3.video.mouth_loss_weight` inside each frame's mouth box, 1
+    def mouth_weights(self, batch: dict, size: int) -> torch.Tensor | None:
+        """(B, F, 1, size, size) loss weights from the batch's true landmarks (B, F, 478, 3): `stage3.video.mouth_loss_weight` inside each frame's mouth box, 1
         elsewhere (None at 1, Eq. 13 as written). The mouth is a few percent of a frame and the rest is already
         given by the reference, so an unweighted loss hardly asks the frames to follow L's lips (Hallo and
         EchoMimic weight the lip region in the same way)."""
         weight = float(self.cfg.stage3.video.mouth_loss_weight)
         if weight == 1.0:
             return None
-        mask = lip_box_mask(landmarks, size).unsqueeze(2)  # (B, F, 1, size, size)
+        mask = lip_box_mask(batch["landmarks"], size).unsqueeze(2)  # (B, F, 1, size, size)
         return 1.0 + (weight - 1.0) * mask.float()
 
     def talking_head(self, modules: dict[str, nn.Module]) -> TalkingHeadModel:
