@@ -135,10 +135,11 @@ class VideoStage(Stage):
         )
 
     def mouth_weights(self, batch: dict, size: int) -> torch.Tensor | None:
-        """(B, F, 1, size, size) loss weights from the batch's true landmarks (B, F, 478, 3): `stage3.video.mouth_loss_weight` inside each frame's mouth box, 1
-        elsewhere (None at 1, Eq. 13 as written). The mouth is a few percent of a frame and the rest is already
-        given by the reference, so an unweighted loss hardly asks the frames to follow L's lips (Hallo and
-        EchoMimic weight the lip region in the same way)."""
+        """(B, F, 1, size, size) loss weights from the batch's true landmarks (B, F, 478, 3):
+        `stage3.video.mouth_loss_weight` inside each frame's mouth box, 1 elsewhere (None at 1, Eq. 13 as
+        written). The mouth is a few percent of a frame and the rest is already given by the reference, so an
+        unweighted loss hardly asks the frames to follow L's lips (Hallo and EchoMimic weight the lip region in
+        the same way)."""
         weight = float(self.cfg.stage3.video.mouth_loss_weight)
         if weight == 1.0:
             return None
