@@ -92,3 +92,9 @@ def test_the_demo_models_stage1_recipe_trains_v_with_adagn_and_a_slower_encoder(
 def test_tiny_stage2_balances_the_classes_and_the_paper_keeps_eq_12():
     assert compose_train_config(["experiment=tiny/stage2"]).stage2.class_balanced is True
     assert compose_train_config(["experiment=paper/stage2"]).stage2.class_balanced is False
+
+
+def test_tiny_stage3_weighs_the_mouth_and_the_paper_keeps_eq_13():
+    assert compose_train_config(["experiment=tiny/stage3"]).stage3.video.mouth_loss_weight == 5
+    assert compose_train_config(["experiment=ablation/tiny_ldm_conv"]).stage3.video.mouth_loss_weight == 5
+    assert compose_train_config(["experiment=paper/stage3"]).stage3.video.mouth_loss_weight == 1.0
