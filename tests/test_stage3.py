@@ -246,6 +246,7 @@ def test_stage3_landmark_predictor_trains_and_reports_held_out_metrics(landmark_
 @pytest.mark.parametrize("override,message", [
     ("stage3.feature_space=null", "needs a trained stage-1 model"),
     ("stage3.target=audio", "stage3.target=audio is not one of"),
+    ("stage3.video.mouth_loss_weight=-1", "mouth_loss_weight must be >= 0"),
     ("clip_data.root={tmp}/no-clips", "clip folder not found"),
 ])  # fmt: skip
 def test_stage3_bad_input_is_one_line_and_exit_code_2(tmp_path, tiny_cache, override, message):

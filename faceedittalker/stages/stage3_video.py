@@ -44,6 +44,8 @@ class VideoStage(Stage):
     def build_dataset(self) -> Dataset:
         if not self.cfg.stage3.feature_space:
             raise InputError("stage 3 needs a trained stage-1 model: set stage3.feature_space=RUN/export")
+        if (mouth_weight := self.cfg.stage3.video.mouth_loss_weight) < 0:
+            raise InputError(f"stage3.video.mouth_loss_weight must be >= 0, got {mouth_weight}")
         self.set_feature_space(ImageFeatureSpace.from_pretrained(
             self.cfg.stage3.feature_space, autoencoder_path=configured_autoencoder_path(self.cfg)))
         video = self.cfg.stage3.video
