@@ -51,9 +51,9 @@ def main(cfg: DictConfig) -> None:
         pipe.set_invert_steps(cfg.invert_steps)
     judge, judge_report = load_judge(cfg.judge, cfg.device)
     resolution = pipe.video_model.resolution
-    if judge.config.resolution != resolution:
-        raise InputError(f"the judge reads {judge.config.resolution} px faces, the model makes {resolution} px ones "
-                         f"(train one with scripts/train_judge.py resolution={resolution})")  # fmt: skip
+    if resolution % judge.config.resolution:  # a finer model is read area-downsampled, as the judge's renders are
+        raise InputError(f"the judge reads {judge.config.resolution} px faces, the model makes {resolution} px ones, "
+                         f"not a whole multiple (train one: scripts/train_judge.py resolution={resolution})")
     if cfg.edit not in judge.names or cfg.edit not in pipe.attribute_names:
         raise InputError(f"edit={cfg.edit} must be an attribute of the judge ({', '.join(judge.names)}) and of the "
                          "model's attribute library")  # fmt: skip

@@ -196,6 +196,19 @@ def test_bad_judge_folder_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
     assert len(err) == 1 and err[0].startswith("error: not a judge folder")
 
 
+def test_a_judge_finer_than_the_model_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
+    """A coarser judge reads a finer model's frames area-downsampled; a finer one would read invented detail."""
+    model = build_random_model(tmp_path / "model")  # 32 px
+    judge = tmp_path / "judge64"
+    fit_and_save_judge(judge, resolution=64, count=8, held_out=4, steps=1, batch_size=4, channels=(8, 8, 8, 8))
+    code = run_script_main(monkeypatch, "evaluate_world.py", f"model={model}", f"judge={judge}",
+                           f"output={tmp_path / 'out'}")
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "the judge reads 64 px faces, the model makes 32 px ones" in err[0]
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.slow
 def test_evaluate_world_on_a_random_model(tmp_path, monkeypatch, tiny_judge):
     model = build_random_model(tmp_path / "model")
