@@ -97,4 +97,5 @@ def test_tiny_stage2_balances_the_classes_and_the_paper_keeps_eq_12():
 def test_tiny_stage3_weighs_the_mouth_and_the_paper_keeps_eq_13():
     assert compose_train_config(["experiment=tiny/stage3"]).stage3.video.mouth_loss_weight == 5
     assert compose_train_config(["experiment=ablation/tiny_ldm_conv"]).stage3.video.mouth_loss_weight == 5
+    assert compose_train_config(["experiment=tiny_latent/stage3"]).stage3.video.mouth_loss_weight == 5
     assert compose_train_config(["experiment=paper/stage3"]).stage3.video.mouth_loss_weight == 1.0
