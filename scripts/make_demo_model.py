@@ -29,7 +29,7 @@ def main() -> None:
     recipes = [a for a in sys.argv[1:] if a.startswith("quickstart=")]  # quickstart=tiny_latent: the 128 px chain
     latent = any(a.endswith("=tiny_latent") for a in recipes)
     stages = ("stage0",) * latent + ("stage1", "stage2", "landmarks")
-    stage3 = "null" if latent else DEMO_STAGE3_STEPS  # tiny_latent/stage3's own budget is longer (8000)
+    stage3 = "null" if latent else DEMO_STAGE3_STEPS  # tiny_latent/stage3 keeps its own (2500)
     full_budgets = [f"max_steps.{stage}=null" for stage in stages] + [f"max_steps.stage3={stage3}"]
     subprocess.run([sys.executable, str(SCRIPTS / "quickstart.py"), f"output={run}", *recipes, *full_budgets],
                    check=True)  # fmt: skip

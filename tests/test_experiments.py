@@ -29,7 +29,7 @@ EXPECTED = {
     "tiny_latent/autoencoder": (0, "video", 4000, 8, 128, PAPER_LDM),  # stage 0: the world's VAE
     "tiny_latent/stage1": (1, "video", 5000, 8, 128, PAPER_LDM),
     "tiny_latent/stage2": (2, "video", 2000, 8, 128, PAPER_LDM),
-    "tiny_latent/stage3": (3, "video", 8000, 2, 128, PAPER_LDM),
+    "tiny_latent/stage3": (3, "video", 2500, 2, 128, PAPER_LDM),
 }
 
 
