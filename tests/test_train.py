@@ -63,6 +63,17 @@ def test_training_resumes_from_the_latest_checkpoint(tmp_path, tiny_cache):
     assert trainer.step == 6
 
 
+def test_a_finished_checkpoint_copied_to_a_new_run_folder_is_exported_on_resume(tmp_path, tiny_cache):
+    _, run_dir = train(tmp_path, tiny_cache)
+    source = ckpt.latest_checkpoint(run_dir / "checkpoints")
+    cfg = compose_train_config(tiny_overrides(tiny_cache, f"trainer.resume={source}"))
+    export = Trainer(cfg, STAGES[1](cfg), tmp_path / "copy").fit()
+    assert export == tmp_path / "copy" / "export"
+    original = load_file(run_dir / "export" / "unet" / "diffusion_pytorch_model.safetensors")
+    copied = load_file(export / "unet" / "diffusion_pytorch_model.safetensors")
+    assert original.keys() == copied.keys() and all(torch.equal(original[k], copied[k]) for k in original)
+
+
 def test_resume_continues_exactly_where_an_uninterrupted_run_would_be(tmp_path, tiny_cache):
     # 4 steps straight vs 2 steps + resume to 4: identical weights (seeded sampler, saved RNG states).
     straight, _ = train(tmp_path / "a", tiny_cache)

@@ -285,6 +285,9 @@ class Trainer:
                     break
         progress.close()
         acc.end_training()
+        if acc.is_main_process and not (self.run_dir / "export").is_dir():  # resumed from a copied checkpoint
+            self.export()
+        acc.wait_for_everyone()
         return self.run_dir / "export"
 
     def _mean_loss(self, loss_sum: torch.Tensor, loss_count: int) -> float:
