@@ -284,10 +284,10 @@ class Trainer:
                 if self.step >= tcfg.max_steps:
                     break
         progress.close()
-        acc.end_training()
         if acc.is_main_process and not (self.run_dir / "export").is_dir():  # resumed from a copied checkpoint
             self.export()
         acc.wait_for_everyone()
+        acc.end_training()  # also ends the process group: nothing may synchronise the ranks after it
         return self.run_dir / "export"
 
     def _mean_loss(self, loss_sum: torch.Tensor, loss_count: int) -> float:
