@@ -84,3 +84,31 @@ def test_evaluate_video_with_no_windows_is_one_clear_error(tmp_path):
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert [line for line in done.stderr.splitlines() if line.startswith("error:")] == [
         "error: windows=0 must be a positive integer"]
+
+
+def test_ellipse_mask_marks_the_pixel_centres_inside_the_ellipse():
+    from faceedittalker.metrics.image import ellipse_mask
+
+    mask = ellipse_mask(10, center=(0.5, 0.5), radii=(0.2, 0.4))
+    assert mask.shape == (10, 10) and mask.dtype == torch.bool
+    # Pixel centres (i + 0.5) / 10: columns 0.35-0.65 (|dx| <= 0.2), rows 0.15-0.85 (|dy| <= 0.4).
+    assert mask[5].nonzero().flatten().tolist() == [3, 4, 5, 6]
+    assert mask[:, 5].nonzero().flatten().tolist() == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert not mask[1, 3] and not mask[0].any()  # a corner of the bounding box is outside
+
+
+def test_stage1_face_weights_weigh_the_inner_face_and_reject_bad_settings(tmp_path):
+    from faceedittalker.metrics.image import ellipse_mask
+    from faceedittalker.stages import Stage1
+
+    assert Stage1(compose_train_config(tiny_overrides(tmp_path, "stage=1"))).face_weights(32) is None  # Eq. 11
+    stage = Stage1(compose_train_config(tiny_overrides(tmp_path, "stage=1", "stage1.face_loss_weight=5",
+                                                       "stage1.face_region=[0.5,0.6,0.25,0.2]")))
+    weights = stage.face_weights(32)
+    assert weights.shape == (1, 1, 32, 32) and set(weights.unique().tolist()) == {1.0, 5.0}
+    assert torch.equal(weights[0, 0] == 5.0, ellipse_mask(32, (0.5, 0.6), (0.25, 0.2)))
+    for override, message in [("stage1.face_loss_weight=-1", "face_loss_weight must be >= 0"),
+                              ("stage1.face_region=[0.5,0.5,0.2]", "stage1.face_region must be")]:
+        bad = Stage1(compose_train_config(tiny_overrides(tmp_path, "stage=1", override)))
+        with pytest.raises(InputError, match=message):
+            bad.build_modules()

@@ -34,6 +34,15 @@ def lip_box_mask(landmarks: torch.Tensor, size: int, margin: float = 0.25) -> to
     return inside_y[..., :, None] & inside_x[..., None, :]
 
 
+def ellipse_mask(size: int, center: tuple[float, float], radii: tuple[float, float]) -> torch.Tensor:
+    """(size, size) bool: True at the pixels whose centres lie inside the ellipse of `center` (x, y) and `radii`
+    (x, y), all as fractions of the image side."""
+    coords = (torch.arange(size) + 0.5) / size  # pixel centres in [0, 1]
+    dx = (coords[None, :] - center[0]) / radii[0]  # (1, size): columns
+    dy = (coords[:, None] - center[1]) / radii[1]  # (size, 1): rows
+    return dx.pow(2) + dy.pow(2) <= 1.0
+
+
 def mouth_psnr(video: torch.Tensor, truth: torch.Tensor, landmarks: torch.Tensor, margin: float = 0.25) -> float:
     """PSNR (dB) of `video` vs `truth` (B, F, 3, R, R) in each frame's mouth box (`lip_box` of landmarks
     (B, F, 478, 3)), averaged over frames."""
