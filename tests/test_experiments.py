@@ -13,6 +13,7 @@ PAPER_LDM = (True, True)  # Table V IV, the paper's E_ldm
 EXPECTED = {
     "tiny/stage1": (1, "video", 400, 8, 32, PAPER_LDM),
     "tiny/stage1_v": (1, "video", 5000, 8, 32, PAPER_LDM),  # the demo model's: plain v-MSE + AdaGN
+    "tiny/stage1_face": (1, "video", 5000, 8, 32, PAPER_LDM),  # the same with the inner face weighted
     "tiny/stage2": (2, "video", 2000, 8, 32, PAPER_LDM),
     "tiny/stage3": (3, "video", 400, 2, 32, PAPER_LDM),
     "tiny/landmarks": (3, "landmarks", 1500, 16, 32, PAPER_LDM),
@@ -87,6 +88,15 @@ def test_the_demo_models_stage1_recipe_trains_v_with_adagn_and_a_slower_encoder(
     assert tiny.diffusion.prediction_type == "epsilon"  # tiny/stage1 keeps the paper's eps-MSE
     assert cfg.unet.zsem_adagn is True and cfg.trainer.lr_scale.semantic_encoder == 0.1
     assert cfg.unet.base_channels == tiny.unet.base_channels  # the same tiny networks otherwise
+
+
+def test_the_face_weighted_stage1_recipe_is_stage1_v_with_the_inner_face_weighted():
+    face = compose_train_config(["experiment=tiny/stage1_face"])
+    plain = compose_train_config(["experiment=tiny/stage1_v"])
+    assert face.stage1.face_loss_weight == 20 and plain.stage1.face_loss_weight == 1  # 1: Eq. 11 as written
+    assert compose_train_config(["experiment=paper/stage1"]).stage1.face_loss_weight == 1
+    assert face.diffusion == plain.diffusion and face.unet == plain.unet and face.trainer == plain.trainer
+    assert face.run_name == "tiny-stage1-face"
 
 
 def test_tiny_stage2_balances_the_classes_and_the_paper_keeps_eq_12():
