@@ -41,6 +41,7 @@ from faceedittalker.data.audio import SAMPLE_RATE, VIDEO_FPS, check_speech, load
 from faceedittalker.data.portrait import FaceCrop, PasteBack, crop_face, find_face, load_portrait
 from faceedittalker.data.video import VideoWriter
 from faceedittalker.errors import InputError
+from faceedittalker.landmarks.regions import region_masks, region_points
 from faceedittalker.landmarks.render import render_sequence
 from faceedittalker.models.attributes import AttributeClassifier, check_new_attribute
 from faceedittalker.models.audio_encoder import CachedAudioEncoder, build_audio_encoder
@@ -55,6 +56,7 @@ from faceedittalker.utils.images import to_uint8
 MODEL_INDEX = "model_index.json"
 VAE_FOLDER = "autoencoder"  # a model folder's own copy of a local VAE, inside video_model/ (`assemble_model`)
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
+MAX_EDIT_GUIDANCE = 10.0  # beyond this the amplified edit leaves the images the decoder can draw
 
 
 @dataclass
@@ -189,19 +191,25 @@ class FaceEditTalkerPipeline(PretrainedFolder):
 
     def __init__(self, video_model: TalkingHeadModel, landmark_predictor: LandmarkPredictor,
                  audio_encoder: CachedAudioEncoder, attribute_library: AttributeClassifier | None = None,
-                 decode_batch_size: int = 8):
+                 decode_batch_size: int = 8, edit_guidance: float = 0.0, edit_region: bool = False):
         self.video_model = video_model.eval()
         self.landmark_predictor = landmark_predictor.eval()
         self.audio_encoder = audio_encoder
         self.attribute_library = attribute_library.eval() if attribute_library is not None else None
         self.decode_batch_size = decode_batch_size
+        # The edit guidance of every edit unless a call gives its own: 0 is the paper's Eq. 3 alone
+        # (`edit_guided`; a model folder may save the value its recipe was measured with).
+        self.edit_guidance = check_edit_guidance(edit_guidance)
+        # Confine edits of attributes with a landmark region (landmarks/regions.py) to it; False: the paper's.
+        self.edit_region = check_edit_region(edit_region)
         if landmark_predictor.config.audio_dim != audio_encoder.dim:
             raise InputError(f"the landmark predictor takes {landmark_predictor.config.audio_dim}-dim audio features, "
                              f"the audio encoder gives {audio_encoder.dim}")  # fmt: skip
 
     # ----- persistence -----------------------------------------------------------------------------------
     def settings(self) -> dict[str, Any]:
-        return {"audio_encoder": self.audio_encoder.describe(), "decode_batch_size": self.decode_batch_size}
+        return {"audio_encoder": self.audio_encoder.describe(), "decode_batch_size": self.decode_batch_size,
+                "edit_guidance": self.edit_guidance, "edit_region": self.edit_region}
 
     @classmethod
     def _from_parts(cls, directory: Path, config: dict, parts: dict, audio_encoder: str | None = None,
@@ -209,7 +217,9 @@ class FaceEditTalkerPipeline(PretrainedFolder):
         if not isinstance(config.get("audio_encoder"), dict):
             raise InputError(f"incomplete {cls.description} folder {directory}: {MODEL_INDEX} has no audio_encoder")
         encoder = build_audio_encoder(config["audio_encoder"], device=device, model_name_or_path=audio_encoder)
-        return cls(audio_encoder=encoder, decode_batch_size=int(config.get("decode_batch_size", 8)), **parts)
+        return cls(audio_encoder=encoder, decode_batch_size=int(config.get("decode_batch_size", 8)),
+                   edit_guidance=config.get("edit_guidance", 0.0), edit_region=config.get("edit_region", False),
+                   **parts)  # fmt: skip
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, device: str | torch.device = "cpu",
@@ -239,7 +249,8 @@ class FaceEditTalkerPipeline(PretrainedFolder):
         return self.attribute_library.names if self.attribute_library is not None else []
 
     # ----- Alg. 4 ----------------------------------------------------------------------------------------
-    def check_inputs(self, edits: EditRequest | None, steps: int | None, precision: str) -> None:
+    def check_inputs(self, edits: EditRequest | None, steps: int | None, precision: str,
+                     edit_guidance: float | None = None, edit_region: bool | None = None) -> None:
         if edits is not None:
             if self.attribute_library is None:
                 raise InputError("this model has no attribute library (attribute_library/), so it cannot edit; "
@@ -249,6 +260,19 @@ class FaceEditTalkerPipeline(PretrainedFolder):
             raise InputError(f"steps must be a positive whole number, got {steps!r}")
         if precision not in PRECISIONS:
             raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        if edit_guidance is not None:
+            check_edit_guidance(edit_guidance)
+        if edit_region is not None:
+            check_edit_region(edit_region)
+
+    def edit_mask(self, edits: EditRequest | None, landmarks: np.ndarray, size: int,
+                  edit_region: bool | None = None) -> torch.Tensor | None:
+        """The edit's region per frame (1, T, 1, size, size) from crop-frame landmarks (T, 478, 3), or None: no
+        edit, regions off (`edit_region`, None: the model's), or an edited attribute without a region."""
+        if edits is None or not (self.edit_region if edit_region is None else edit_region):
+            return None
+        points = region_points(edits.alphas)
+        return None if points is None else region_masks(landmarks, points, size)[None].to(self.device)
 
     def prepare_portrait(self, portrait: str | os.PathLike | np.ndarray, face: str = "only"
                          ) -> tuple[np.ndarray, FaceCrop, torch.Tensor]:
@@ -298,14 +322,19 @@ class FaceEditTalkerPipeline(PretrainedFolder):
         face: str = "only",
         landmarks_output: str | os.PathLike | None = None,
         progress: bool = True,
+        edit_guidance: float | None = None,
+        edit_region: bool | None = None,
     ) -> FaceEditTalkerOutput:
         """Generate the talking video of `portrait` (path or (H, W, 3) uint8) speaking `audio` (path or 16 kHz
         mono waveform). With `output` the frames are streamed into that mp4 (H.264 + AAC, 25 fps, written
         atomically); without it they are returned. `landmarks_output` writes a second video: the frames beside
-        the landmark images that drove them."""
+        the landmark images that drove them. `edit_guidance` amplifies the edit, `edit_region` confines it to the
+        attribute's region in every frame (None: the model's; `edit_guided`), each at the cost of a second denoiser
+        pass per step."""
         # 1. Check inputs (every option before any heavy work).
         edits = parse_edits(edit, alpha, ramp)
-        self.check_inputs(edits, steps, precision)
+        self.check_inputs(edits, steps, precision, edit_guidance, edit_region)
+        guidance = self.edit_guidance if edit_guidance is None else float(edit_guidance)
         if seed is not None:
             torch.manual_seed(seed)  # DDIM here is deterministic (eta = 0); the seed covers any randomness left
         model = self.video_model
@@ -333,7 +362,10 @@ class FaceEditTalkerPipeline(PretrainedFolder):
             codes = self.edited_codes(z_sem, edits, num_frames)
         # 4. Denoise all frames, window by window.
         with timer("denoising"), autocast:
-            z0 = model.denoise(z_T, codes, landmark_images, reference_image, num_frames, steps, progress=progress)
+            mask = self.edit_mask(edits, landmarks, z_T.shape[-1], edit_region)  # (1, T, 1, h, w) or None
+            z0 = model.denoise(z_T, codes, landmark_images, reference_image, num_frames, steps, progress=progress,
+                               unedited_z_sem=z_sem if edits is not None else None, edit_guidance=guidance,
+                               edit_mask=mask)  # fmt: skip
         # 5. Decode in batches, paste back, stream to the writer.
         # The pasted region covers the face in every predicted frame (an open jaw reaches below the reference's).
         blend = PasteBack(image, crop, landmarks=np.concatenate([crop.landmarks[None], landmarks])) if paste_back \
@@ -377,18 +409,23 @@ class FaceEditTalkerPipeline(PretrainedFolder):
         alpha: float | Sequence[float] | None = None,
         steps: int | None = None,
         face: str = "only",
+        edit_guidance: float | None = None,
+        edit_region: bool | None = None,
     ) -> EditedPortrait:
         """Fig. 3 on one portrait through the video model: the crop's z_sem edited (Eq. 3) and decoded with the
         crop's own Z_T, driven by its own landmarks (a still window, as in the inversion); frame 0 is kept."""
         edits = parse_edits(edit, alpha)
         if edits is None:
             raise InputError("give an edit, e.g. edit=Eyeglasses alpha=0.8")
-        self.check_inputs(edits, steps, "fp32")
+        self.check_inputs(edits, steps, "fp32", edit_guidance, edit_region)
+        guidance = self.edit_guidance if edit_guidance is None else float(edit_guidance)
         image, crop, x_ref = self.prepare_portrait(portrait, face)
         reference_image = self.landmark_image(crop.landmarks)
         z_sem, z_T = self.video_model.encode_reference(x_ref, reference_image)
         reconstruction = self.decode_still(z_T, z_sem, reference_image, steps)
-        edited = self.decode_still(z_T, self.edited_codes(z_sem, edits, 1), reference_image, steps)
+        mask = self.edit_mask(edits, crop.landmarks[None], z_T.shape[-1], edit_region)  # (1, 1, 1, h, w) or None
+        edited = self.decode_still(z_T, self.edited_codes(z_sem, edits, 1), reference_image, steps,
+                                   unedited_z_sem=z_sem, edit_guidance=guidance, edit_mask=mask)  # fmt: skip
         return EditedPortrait(portrait=image, crop=crop, face=crop_face(image, crop, self.video_model.resolution),
                               reconstruction=reconstruction, edited=edited, pasted=PasteBack(image, crop)(edited))
 
@@ -421,18 +458,35 @@ class FaceEditTalkerPipeline(PretrainedFolder):
 
     @torch.no_grad()
     def decode_still(self, z_T: torch.Tensor, z_sem: torch.Tensor, landmark_image: torch.Tensor,
-                     steps: int | None = None) -> np.ndarray:
+                     steps: int | None = None, unedited_z_sem: torch.Tensor | None = None,
+                     edit_guidance: float = 0.0, edit_mask: torch.Tensor | None = None) -> np.ndarray:
         """One face (R, R, 3) uint8 from Z_T and z_sem (1, Z), driven by one landmark image on a still window
-        (as in the inversion); frame 0 is kept."""
+        (as in the inversion); frame 0 is kept. An edited z_sem may be guided (`TalkingHeadModel.denoise`)."""
         model = self.video_model
         still = landmark_image[:, None].expand(1, model.num_frames, -1, -1, -1)
-        z0 = model.denoise(z_T, z_sem, still, landmark_image, model.num_frames, steps)
+        z0 = model.denoise(z_T, z_sem, still, landmark_image, model.num_frames, steps, unedited_z_sem=unedited_z_sem,
+                           edit_guidance=edit_guidance, edit_mask=edit_mask)  # fmt: skip
         return to_uint8(model.autoencoder.decode(z0[:, 0]).float())[0]
 
     def _autocast(self, precision: str) -> contextlib.AbstractContextManager:
         if precision == "fp32":
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=PRECISIONS[precision])
+
+
+def check_edit_guidance(scale: object) -> float:
+    """The edit guidance scale s >= 0 (0: Eq. 3 alone), or an `InputError`."""
+    if isinstance(scale, bool) or not isinstance(scale, int | float) or not math.isfinite(scale) \
+            or not 0 <= scale <= MAX_EDIT_GUIDANCE:
+        raise InputError(f"edit_guidance must be a number in [0, {MAX_EDIT_GUIDANCE:g}], got {scale!r}")
+    return float(scale)
+
+
+def check_edit_region(value: object) -> bool:
+    """`edit_region` must be true or false, or an `InputError`."""
+    if not isinstance(value, bool):
+        raise InputError(f"edit_region must be true or false, got {value!r}")
+    return value
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:

@@ -33,7 +33,7 @@ from faceedittalker.metrics.world import (
     world_picture,
 )
 from faceedittalker.models.attributes import MIN_EXAMPLES
-from faceedittalker.pipeline import FaceEditTalkerPipeline
+from faceedittalker.pipeline import FaceEditTalkerPipeline, check_edit_guidance, check_edit_region
 from faceedittalker.utils.files import atomic_write, write_json_atomic
 
 
@@ -49,6 +49,10 @@ def main(cfg: DictConfig) -> None:
     pipe = FaceEditTalkerPipeline.from_pretrained(cfg.model, device=cfg.device)
     if cfg.invert_steps is not None:
         pipe.set_invert_steps(cfg.invert_steps)
+    if cfg.edit_guidance is not None:
+        pipe.edit_guidance = check_edit_guidance(cfg.edit_guidance)  # every edit below, stills and videos
+    if cfg.edit_region is not None:
+        pipe.edit_region = check_edit_region(cfg.edit_region)
     judge, judge_report = load_judge(cfg.judge, cfg.device)
     resolution = pipe.video_model.resolution
     if resolution % judge.config.resolution:  # a finer model is read area-downsampled, as the judge's renders are
@@ -76,7 +80,8 @@ def main(cfg: DictConfig) -> None:
     seconds["lipsync"] = round(time.perf_counter() - start - sum(seconds.values()), 1)
     result = {"settings": {k: cfg[k] for k in ("model", "judge", "faces", "clips", "clip_seconds", "probe_faces",
                                                "edit", "alpha", "steps", "invert_steps", "portrait_size", "seed",
-                                               "custom_examples", "moving_heads")},
+                                               "custom_examples", "moving_heads")}
+                           | {"edit_guidance": pipe.edit_guidance, "edit_region": pipe.edit_region},  # as used
               "judge_held_out": judge_report["held_out"], "goal1_semantics": semantics, "goal2_edit": edits,
               "goal2_custom_attribute": custom,
               "goal3_lipsync": talking["lipsync"], "goal4_talking_edit": talking["talking_edit"],

@@ -7,7 +7,10 @@ import pytest
 from helpers import run_script
 from media_fixtures import ASTRONAUT_PATH
 from PIL import Image
+from scipy.ndimage import binary_dilation
 
+from faceedittalker.errors import InputError
+from faceedittalker.landmarks.regions import ATTRIBUTE_REGIONS, region_box
 from faceedittalker.pipeline import FaceEditTalkerPipeline
 
 
@@ -19,6 +22,41 @@ def test_edit_image_reconstructs_and_edits_the_face_crop(tiny_model):
     assert np.abs(result.edited.astype(int) - result.reconstruction).mean() > 0.5  # the edit changes the face
     zero = pipe.edit_image(ASTRONAUT_PATH, "Eyeglasses", 0.0)
     np.testing.assert_array_equal(zero.edited, zero.reconstruction)  # alpha 0 is the reconstruction
+
+
+def test_edit_guidance_is_saved_with_the_model_and_moves_the_edit_further(tiny_model, tmp_path):
+    pipe = FaceEditTalkerPipeline.from_pretrained(tiny_model)
+    assert pipe.edit_guidance == 0.0  # the paper's Eq. 3 alone unless the model folder says otherwise
+    plain = pipe.edit_image(ASTRONAUT_PATH, "Eyeglasses", 0.5)
+    guided = pipe.edit_image(ASTRONAUT_PATH, "Eyeglasses", 0.5, edit_guidance=2.0)
+    np.testing.assert_array_equal(guided.reconstruction, plain.reconstruction)  # the unedited path is untouched
+    change = [np.abs(r.edited.astype(float) - r.reconstruction).mean() for r in (plain, guided)]
+    assert change[1] > 1.5 * change[0]
+    pipe.edit_guidance = 2.0
+    pipe.save_pretrained(tmp_path / "guided")
+    again = FaceEditTalkerPipeline.from_pretrained(tmp_path / "guided")
+    assert again.edit_guidance == 2.0
+    np.testing.assert_array_equal(again.edit_image(ASTRONAUT_PATH, "Eyeglasses", 0.5).edited, guided.edited)
+    with pytest.raises(InputError, match=r"edit_guidance must be a number in \[0, 10\], got 11"):
+        pipe.edit_image(ASTRONAUT_PATH, "Eyeglasses", 0.5, edit_guidance=11)
+
+
+def test_edit_region_keeps_the_rest_of_the_face_on_the_unedited_code(tiny_model):
+    pipe = FaceEditTalkerPipeline.from_pretrained(tiny_model)
+    assert pipe.edit_region is False  # the paper's global edit unless the model folder says otherwise
+    free = pipe.edit_image(ASTRONAUT_PATH, "Eyeglasses", 0.8, edit_guidance=2.0)
+    local = pipe.edit_image(ASTRONAUT_PATH, "Eyeglasses", 0.8, edit_guidance=2.0, edit_region=True)
+    inside = region_box(local.crop.landmarks, ATTRIBUTE_REGIONS["Eyeglasses"], 32)
+    far = ~binary_dilation(inside, iterations=3)  # beyond the mask's ramp and the denoiser's nearest reach
+    change = {name: np.abs(r.edited.astype(float) - r.reconstruction).mean(-1) for name, r in
+              (("free", free), ("local", local))}  # fmt: skip
+    assert change["local"][inside].mean() > 0.5 * change["free"][inside].mean()  # the edit still happens there
+    assert change["local"][far].mean() < 0.5 * change["free"][far].mean()
+    # An attribute without a landmark region (hair) is edited over the whole frame, as without the option.
+    hair = pipe.edit_image(ASTRONAUT_PATH, "Blond_Hair", 0.8, edit_region=True)
+    np.testing.assert_array_equal(pipe.edit_image(ASTRONAUT_PATH, "Blond_Hair", 0.8).edited, hair.edited)
+    with pytest.raises(InputError, match="edit_region must be true or false, got 'yes'"):
+        pipe.edit_image(ASTRONAUT_PATH, "Eyeglasses", 0.5, edit_region="yes")
 
 
 @pytest.mark.parametrize("extra, shape", [([], (512, 512, 3)), (["grid=true"], (36, 3 * 34 + 2, 3)),

@@ -13,6 +13,7 @@ from PIL import Image
 from faceedittalker.data.portrait import crop_face
 from faceedittalker.data.preprocess import landmarks_to_crop
 from faceedittalker.landmarks.detector import FaceLandmarker
+from faceedittalker.landmarks.regions import region_box
 from faceedittalker.landmarks.topology import RIGHT_EYE_LOWER, RIGHT_EYE_UPPER, mouth_opening
 from faceedittalker.metrics.judge import (
     JUDGE_ATTRIBUTES,
@@ -30,7 +31,6 @@ from faceedittalker.metrics.world import (
     landmarker_opening,
     masked_psnr,
     mouth_brightness,
-    region_mask,
 )
 from faceedittalker.pipeline import FaceEditTalkerPipeline, crop_portrait
 from faceedittalker.testing import build_random_model
@@ -137,10 +137,10 @@ def test_the_real_landmarker_reads_a_moving_clips_mouth():
     assert gaps == {"r": 1.0, "detected": 0.6}
 
 
-def test_region_mask_and_masked_psnr():
+def test_region_box_and_masked_psnr():
     landmarks = np.full((478, 3), 0.5, np.float32)
     landmarks[[1, 2], :2] = [[0.25, 0.25], [0.5, 0.5]]
-    mask = region_mask(landmarks, [1, 2], 32, margin=0.0)
+    mask = region_box(landmarks, [1, 2], 32, margin=0.0)
     assert mask[10, 10] and not mask[30, 30] and not mask[2, 2]
     a = np.zeros((32, 32, 3), np.uint8)
     b = a.copy()

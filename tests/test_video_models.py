@@ -11,7 +11,7 @@ from faceedittalker.diffusion import DDIM
 from faceedittalker.models.autoencoder import IdentityAutoencoder
 from faceedittalker.models.landmark_encoder import LandmarkEncoder
 from faceedittalker.models.semantic_encoder import SemanticEncoder
-from faceedittalker.models.talking_head import TalkingHeadModel, window_starts
+from faceedittalker.models.talking_head import TalkingHeadModel, edit_guided, window_starts
 from faceedittalker.models.unet import ConditionalUNet
 
 
@@ -248,3 +248,21 @@ def test_gradient_checkpointing_keeps_the_video_unet_and_landmark_encoder_gradie
         return sum(r.square().mean() for r in [out.cond, *out.residuals])
 
     assert_checkpointing_keeps_gradients(landmark_encoder, landmark_loss)
+
+
+def test_edit_guidance_amplifies_the_edit_and_zero_is_eq3_alone():
+    edited, unedited = (lambda z, t: z + 1.0), (lambda z, t: 2.0 * z)
+    z = torch.randn(2, 3)
+    torch.testing.assert_close(edit_guided(edited, unedited, 2.0)(z, None), (z + 1) + 2.0 * ((z + 1) - 2 * z))
+    model = talking_head(temporal=False)
+    z_T, z_sem, z_edit = torch.randn(1, 1, 3, 16, 16), torch.randn(1, 8), torch.randn(1, 8)
+    images, reference = torch.rand(1, 5, 3, 32, 32), torch.rand(1, 3, 32, 32)
+    plain = model.denoise(z_T, z_edit, images, reference, 5, steps=2)
+    torch.testing.assert_close(model.denoise(z_T, z_edit, images, reference, 5, steps=2, unedited_z_sem=z_sem), plain)
+    guided = model.denoise(z_T, z_edit, images, reference, 5, steps=2, unedited_z_sem=z_sem, edit_guidance=1.5)
+    # One step of the sampler is affine in the prediction: guidance scales the edit's effect on it.
+    unedited = model.denoise(z_T, z_sem, images, reference, 5, steps=1)
+    one = model.denoise(z_T, z_edit, images, reference, 5, steps=1)
+    one_guided = model.denoise(z_T, z_edit, images, reference, 5, steps=1, unedited_z_sem=z_sem, edit_guidance=1.5)
+    torch.testing.assert_close(one_guided - unedited, 2.5 * (one - unedited), atol=1e-4, rtol=1e-3)
+    assert not torch.allclose(guided, plain)

@@ -31,14 +31,8 @@ from faceedittalker.data.images import LabelledImageDataset
 from faceedittalker.data.portrait import crop_face
 from faceedittalker.data.preprocess import landmarks_to_crop
 from faceedittalker.landmarks.detector import FaceLandmarker
-from faceedittalker.landmarks.topology import (
-    LEFT_BROW_UPPER,
-    LEFT_EYE,
-    LIP_POINTS,
-    RIGHT_BROW_UPPER,
-    RIGHT_EYE,
-    mouth_opening,
-)
+from faceedittalker.landmarks.regions import ATTRIBUTE_REGIONS, region_box
+from faceedittalker.landmarks.topology import LIP_POINTS, mouth_opening
 from faceedittalker.metrics.image import mouth_psnr, psnr
 from faceedittalker.metrics.judge import WorldJudge, pearson_r
 from faceedittalker.metrics.lmd import detect_video_landmarks
@@ -60,15 +54,6 @@ PIXELS_SOLVE = 0.95  # an attribute whose pixel probe reaches this AUC is "alrea
 EDIT_SUCCESS, OTHERS_KEPT = 0.8, 0.9  # the issue's goals: edit applied on >= 80 %, other attributes kept on >= 90 %
 CLIP_INDEX_OFFSET = 10_000  # clip people are other held-out portraits than the edited faces
 CUSTOM_INDEX_OFFSET = 20_000  # and the custom attribute's examples others again
-# The region an edit may change (landmark points whose box, widened, is excluded from the masked PSNR).
-FACE_SIDES = [234, 454]
-EDIT_REGIONS: dict[str, list[int]] = {
-    "Eyeglasses": RIGHT_EYE + LEFT_EYE + RIGHT_BROW_UPPER + LEFT_BROW_UPPER + FACE_SIDES,
-    "Smiling": LIP_POINTS,
-    "Mustache": LIP_POINTS + [1],
-}
-
-
 # --- goal 1 ---
 
 
@@ -96,18 +81,6 @@ def semantics_goal(pipe: FaceEditTalkerPipeline, cache_dir: str | Path, count: i
 
 
 # --- goal 2 ---
-
-
-def region_mask(landmarks: np.ndarray, points: list[int], size: int, margin: float = 0.2) -> np.ndarray:
-    """(size, size) bool: the box of `points` of crop-normalised landmarks (478, 3), widened by `margin`."""
-    xy = landmarks[points, :2] * size
-    low, high = xy.min(0), xy.max(0)
-    pad = (high - low) * margin + 1
-    x0, y0 = np.floor(np.clip(low - pad, 0, size)).astype(int)
-    x1, y1 = np.ceil(np.clip(high + pad, 0, size)).astype(int)
-    mask = np.zeros((size, size), bool)
-    mask[y0:y1, x0:x1] = True
-    return mask
 
 
 def masked_psnr(a: np.ndarray, b: np.ndarray, keep: np.ndarray) -> float | None:
@@ -138,9 +111,9 @@ def edit_goal(pipe: FaceEditTalkerPipeline, judge: WorldJudge, attribute: str, a
             crops.append(result.face)
             recons.append(result.reconstruction)
             edits.append(result.edited)
-            region = EDIT_REGIONS.get(attribute)
+            region = ATTRIBUTE_REGIONS.get(attribute)
             if region is not None:
-                outside = ~region_mask(result.crop.landmarks, region, result.edited.shape[0])
+                outside = ~region_box(result.crop.landmarks, region, result.edited.shape[0])
                 psnrs.append(masked_psnr(result.edited, result.reconstruction, outside))
         crops_j, recon_j, edit_j = (judge.judge(np.stack(x))["probabilities"] > 0.5 for x in (crops, recons, edits))
         wanted = not present
@@ -196,7 +169,7 @@ def mouth_brightness(frames: np.ndarray, landmarks: np.ndarray, margin: float = 
     """(T,) mean brightness of frames (T, R, R, 3) uint8 in one fixed box: the clip's lip landmarks (T, 478, 3,
     crop-normalised) over all frames, widened by `margin`. A reading of the mouth that needs no trained model:
     whether a generated mouth changes in step with the truth, whatever it looks like."""
-    mask = region_mask(landmarks.reshape(-1, 3), LIP_POINTS, frames.shape[1], margin)
+    mask = region_box(landmarks.reshape(-1, 3), LIP_POINTS, frames.shape[1], margin)
     return frames.astype(np.float64).mean(-1)[:, mask].mean(1)
 
 

@@ -1,0 +1,74 @@
+"""Where on the face an attribute lives, as landmark points, and the masks drawn from them.
+
+An edit of z_sem changes the whole decoded image in principle (Eq. 3 moves one global code); on a weakly trained
+model it also moves what the attribute direction picked up by chance (the background, the skin, the mouth). A
+region turns that into a local edit when asked (`edit_region=true` in the pipeline, beyond the paper): the edited
+and unedited noise predictions are blended by the mask of the attribute's region at every step, as blended
+diffusion does, so the rest of the frame follows the unedited code. The evaluation reads the same regions to
+measure how much an edit leaks outside them (masked PSNR).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from faceedittalker.landmarks.topology import (
+    LEFT_BROW_UPPER,
+    LEFT_EYE,
+    LIP_POINTS,
+    RIGHT_BROW_UPPER,
+    RIGHT_EYE,
+)
+
+FACE_SIDES = [234, 454]  # the cheek points level with the eyes: a frame's temples
+NOSE_TIP = 1
+EYES_AND_BROWS = RIGHT_EYE + LEFT_EYE + RIGHT_BROW_UPPER + LEFT_BROW_UPPER
+
+# CelebA attributes with a landmark region; the others (hair, skin, age, sex, ...) are the whole frame.
+ATTRIBUTE_REGIONS: dict[str, list[int]] = {
+    "Eyeglasses": EYES_AND_BROWS + FACE_SIDES,  # the frames reach the temples
+    "Arched_Eyebrows": EYES_AND_BROWS,
+    "Bushy_Eyebrows": EYES_AND_BROWS,
+    "Narrow_Eyes": EYES_AND_BROWS,
+    "Bags_Under_Eyes": EYES_AND_BROWS,
+    "Smiling": LIP_POINTS,
+    "Mouth_Slightly_Open": LIP_POINTS,
+    "Wearing_Lipstick": LIP_POINTS,
+    "Big_Lips": LIP_POINTS,
+    "Mustache": LIP_POINTS + [NOSE_TIP],
+}
+REGION_MARGIN = 0.2  # the points' box is widened by this share of its size on each side (and by 1 px)
+
+
+def region_box(landmarks: np.ndarray, points: list[int], size: int, margin: float = REGION_MARGIN) -> np.ndarray:
+    """(size, size) bool: the box of `points` of crop-normalised landmarks (478, 3), widened by `margin`."""
+    xy = landmarks[points, :2] * size
+    low, high = xy.min(0), xy.max(0)
+    pad = (high - low) * margin + 1
+    x0, y0 = np.floor(np.clip(low - pad, 0, size)).astype(int)
+    x1, y1 = np.ceil(np.clip(high + pad, 0, size)).astype(int)
+    mask = np.zeros((size, size), bool)
+    mask[y0:y1, x0:x1] = True
+    return mask
+
+
+def region_points(attributes: Iterable[str]) -> list[int] | None:
+    """The union of the attributes' landmark points, or None when one of them has no region (the whole frame)."""
+    points: list[int] = []
+    for name in attributes:
+        if name not in ATTRIBUTE_REGIONS:
+            return None
+        points += ATTRIBUTE_REGIONS[name]
+    return sorted(set(points)) or None
+
+
+def region_masks(landmarks: np.ndarray, points: list[int], size: int) -> torch.Tensor:
+    """Per-frame soft masks (T, 1, size, size) in [0, 1] of the box of `points` in crop-normalised landmarks
+    (T, 478, 3): 1 inside, 0 outside, a two-pixel ramp between (a hard edge leaves a seam after denoising)."""
+    boxes = np.stack([region_box(frame, points, size) for frame in landmarks])  # (T, size, size)
+    masks = torch.from_numpy(boxes).float()[:, None]
+    return F.avg_pool2d(masks, 3, stride=1, padding=1, count_include_pad=False)
