@@ -525,7 +525,8 @@ def _beside(frame: np.ndarray, landmarks: np.ndarray, size: int) -> np.ndarray:
 
 # ----- assembling a model folder from the stage runs ---------------------------------------------------------
 def assemble_model(video: str | os.PathLike, landmarks: str | os.PathLike, output: str | os.PathLike,
-                   attributes: str | os.PathLike | None = None, overwrite: bool = False, copy_vae: bool = True) -> Path:
+                   attributes: str | os.PathLike | None = None, overwrite: bool = False, copy_vae: bool = True,
+                   edit_guidance: float = 0.0, edit_region: bool = False) -> Path:
     """One model folder from the stage exports: the stage-3 video export (`talking_head.json`, E_sem, eps_theta,
     E_ldm), the stage-3 landmark export (`landmark_predictor/`, `audio_encoder.json`) and optionally the stage-2
     export (`attribute_classifier/`). Files are copied (no weights are re-saved); the folder is written under a
@@ -533,10 +534,13 @@ def assemble_model(video: str | os.PathLike, landmarks: str | os.PathLike, outpu
 
     With `copy_vae`, a VAE that the video export names by a local folder (stage 0's small world VAE, or a
     downloaded SD-VAE) is copied into `video_model/autoencoder/` and named relatively, so the model folder works
-    on any machine; a hub id stays a reference (and `copy_vae=False` keeps any VAE a reference)."""
+    on any machine; a hub id stays a reference (and `copy_vae=False` keeps any VAE a reference).
+    `edit_guidance` and `edit_region` are the model's edit defaults (`FaceEditTalkerPipeline`; 0 and False: the
+    paper's Eq. 3)."""
     from faceedittalker.models.audio_encoder import audio_encoder_settings
     from faceedittalker.stages.stage3_landmarks import AUDIO_ENCODER_FILE
 
+    edit_guidance, edit_region = check_edit_guidance(edit_guidance), check_edit_region(edit_region)
     video_dir, video_config = TalkingHeadModel.read_config(video)
     vae = dict(video_config.get("autoencoder") or {})
     vae_dir = None
@@ -576,7 +580,7 @@ def assemble_model(video: str | os.PathLike, landmarks: str | os.PathLike, outpu
         index = {"_class_name": FaceEditTalkerPipeline.__name__, "format_version": FORMAT_VERSION,
                  "faceedittalker_version": __version__, "video_model": TalkingHeadModel.__name__,
                  "landmark_predictor": LandmarkPredictor.__name__, "audio_encoder": audio_settings,
-                 "decode_batch_size": 8}  # fmt: skip
+                 "decode_batch_size": 8, "edit_guidance": edit_guidance, "edit_region": edit_region}  # fmt: skip
         if attribute_dir is not None:
             index["attribute_library"] = AttributeClassifier.__name__
         write_json_atomic(tmp / MODEL_INDEX, index)

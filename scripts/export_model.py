@@ -22,7 +22,7 @@ from faceedittalker.pipeline import assemble_model
 @exit_on_input_error
 def main(cfg: DictConfig) -> None:
     output = assemble_model(cfg.video, cfg.landmarks, cfg.output, attributes=cfg.attributes, overwrite=cfg.overwrite,
-                            copy_vae=cfg.copy_vae)
+                            copy_vae=cfg.copy_vae, edit_guidance=cfg.edit_guidance, edit_region=cfg.edit_region)
     print(f"wrote {output}")
 
 

@@ -56,7 +56,8 @@ def steps(out: Path, cfg: DictConfig) -> list[tuple[str, list[str]]]:
         ("landmarks", train("landmarks")),
         ("stage3", train("stage3", f"stage3.feature_space={out / 'stage1' / 'export'}", *vae)),
         ("model", ["export_model.py", f"video={out / 'stage3' / 'export'}", f"landmarks={out / 'landmarks' / 'export'}",
-                   f"attributes={out / 'stage2' / 'export'}", f"output={out / 'model'}"]),
+                   f"attributes={out / 'stage2' / 'export'}", f"output={out / 'model'}",
+                   *list(cfg.overrides.get("model") or [])]),  # the model's edit defaults (export_model.yaml)
         ("video", ["infer.py", f"ref={out / 'portrait.png'}", f"audio={speech}", f"model={out / 'model'}", *edit,
                    f"output={out / 'quickstart.mp4'}"]),
     ]  # fmt: skip

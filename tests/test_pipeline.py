@@ -94,6 +94,13 @@ def test_export_assembles_atomically_and_names_what_is_missing(tmp_path):
     model = assemble_model(video, landmarks, tmp_path / "models" / "a", attributes=attributes)
     assert sorted(p.name for p in model.iterdir()) == ["attribute_library", "landmark_predictor", "model_index.json",
                                                         "video_model"]  # fmt: skip
+    assert FaceEditTalkerPipeline.from_pretrained(model).edit_guidance == 0.0  # the paper's edit by default
+    guided = assemble_model(video, landmarks, tmp_path / "guided", attributes=attributes, edit_guidance=1.5,
+                            edit_region=True)  # fmt: skip
+    pipe = FaceEditTalkerPipeline.from_pretrained(guided)
+    assert (pipe.edit_guidance, pipe.edit_region) == (1.5, True)
+    with pytest.raises(InputError, match="edit_guidance must be a number in"):
+        assemble_model(video, landmarks, tmp_path / "models" / "c", edit_guidance=-1)
     with pytest.raises(InputError, match="exists already"):
         assemble_model(video, landmarks, model)
     (landmarks / "audio_encoder.json").unlink()
