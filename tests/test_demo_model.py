@@ -8,8 +8,10 @@ import json
 import av
 import numpy as np
 from media_fixtures import ASTRONAUT_PATH
+from scipy.ndimage import binary_dilation
 
 from faceedittalker import DEMO_MODEL
+from faceedittalker.landmarks.regions import ATTRIBUTE_REGIONS, region_box
 from faceedittalker.pipeline import FaceEditTalkerPipeline
 
 
@@ -36,3 +38,18 @@ def test_demo_model_generates_an_edited_talking_video(short_speech, tmp_path):
     moved = (result.edited_z_sem - result.z_sem[:, None]).norm(dim=-1)
     assert float(moved.min()) > 0
     assert np.isfinite(np.stack(frames).astype(np.float32)).all()
+
+
+def test_demo_model_edits_glasses_inside_the_eye_region_of_every_frame(short_speech):
+    pipe = FaceEditTalkerPipeline.from_pretrained(DEMO_MODEL)
+    manifest = json.loads((DEMO_MODEL / "model_index.json").read_text())
+    # The edit defaults its README figures were measured with (README, "Edit guidance and edit regions").
+    assert (manifest["edit_guidance"], manifest["edit_region"]) == (pipe.edit_guidance, pipe.edit_region) == (1.0, True)
+    plain = pipe(ASTRONAUT_PATH, short_speech, paste_back=False, progress=False)
+    edited = pipe(ASTRONAUT_PATH, short_speech, edit="Eyeglasses", alpha=1.0, paste_back=False, progress=False)
+    np.testing.assert_array_equal(edited.landmarks, plain.landmarks)  # the edit does not touch the motion
+    change = np.abs(edited.frames.astype(float) - plain.frames).mean(-1)  # (T, 32, 32)
+    for frame, landmarks in zip(change, edited.landmarks, strict=True):
+        inside = region_box(landmarks, ATTRIBUTE_REGIONS["Eyeglasses"], 32)
+        far = ~binary_dilation(inside, iterations=3)
+        assert frame[inside].mean() > 4 * frame[far].mean()

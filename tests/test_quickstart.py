@@ -36,6 +36,7 @@ def test_quickstart_runs_every_step_with_its_budget_and_skips_what_is_done(monke
     # The demo model's sampler: UniPC-3 on the trailing grid (stage 1's diffusion block), a 100-step inversion.
     assert {"diffusion.solver=unipc", "diffusion.timestep_spacing=trailing"} <= set(by_stage["stage1"])
     assert "sampling.invert_steps=100" in by_stage["stage3"]
+    assert {"edit_guidance=1.0", "edit_region=true"} <= set(calls[4])  # the demo model's edit defaults
     assert not any(arg.startswith("trainer.max_steps") for arg in by_stage["stage2"])
     assert f"stage3.feature_space={tmp_path / 'stage1' / 'export'}" in by_stage["stage3"]
     assert f"output={tmp_path / 'quickstart.mp4'}" in calls[-1] and "edit=Blond_Hair" in calls[-1]
