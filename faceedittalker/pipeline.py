@@ -249,8 +249,7 @@ class FaceEditTalkerPipeline(PretrainedFolder):
         return self.attribute_library.names if self.attribute_library is not None else []
 
     # ----- Alg. 4 ----------------------------------------------------------------------------------------
-    def check_inputs(self, edits: EditRequest | None, steps: int | None, precision: str,
-                     edit_guidance: float | None = None, edit_region: bool | None = None) -> None:
+    def check_inputs(self, edits: EditRequest | None, steps: int | None, precision: str) -> None:
         if edits is not None:
             if self.attribute_library is None:
                 raise InputError("this model has no attribute library (attribute_library/), so it cannot edit; "
@@ -260,16 +259,17 @@ class FaceEditTalkerPipeline(PretrainedFolder):
             raise InputError(f"steps must be a positive whole number, got {steps!r}")
         if precision not in PRECISIONS:
             raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-        if edit_guidance is not None:
-            check_edit_guidance(edit_guidance)
-        if edit_region is not None:
-            check_edit_region(edit_region)
 
-    def edit_mask(self, edits: EditRequest | None, landmarks: np.ndarray, size: int,
-                  edit_region: bool | None = None) -> torch.Tensor | None:
+    def edit_settings(self, edit_guidance: float | None, edit_region: bool | None) -> tuple[float, bool]:
+        """A request's (edit_guidance, edit_region), checked; None takes the model's."""
+        return (self.edit_guidance if edit_guidance is None else check_edit_guidance(edit_guidance),
+                self.edit_region if edit_region is None else check_edit_region(edit_region))  # fmt: skip
+
+    def edit_mask(self, edits: EditRequest | None, landmarks: np.ndarray, size: int, region: bool
+                  ) -> torch.Tensor | None:
         """The edit's region per frame (1, T, 1, size, size) from crop-frame landmarks (T, 478, 3), or None: no
-        edit, regions off (`edit_region`, None: the model's), or an edited attribute without a region."""
-        if edits is None or not (self.edit_region if edit_region is None else edit_region):
+        edit, `region` off, or an edited attribute without a region."""
+        if edits is None or not region:
             return None
         points = region_points(edits.alphas)
         return None if points is None else region_masks(landmarks, points, size)[None].to(self.device)
@@ -333,8 +333,8 @@ class FaceEditTalkerPipeline(PretrainedFolder):
         pass per step."""
         # 1. Check inputs (every option before any heavy work).
         edits = parse_edits(edit, alpha, ramp)
-        self.check_inputs(edits, steps, precision, edit_guidance, edit_region)
-        guidance = self.edit_guidance if edit_guidance is None else float(edit_guidance)
+        self.check_inputs(edits, steps, precision)
+        guidance, region = self.edit_settings(edit_guidance, edit_region)
         if seed is not None:
             torch.manual_seed(seed)  # DDIM here is deterministic (eta = 0); the seed covers any randomness left
         model = self.video_model
@@ -362,7 +362,7 @@ class FaceEditTalkerPipeline(PretrainedFolder):
             codes = self.edited_codes(z_sem, edits, num_frames)
         # 4. Denoise all frames, window by window.
         with timer("denoising"), autocast:
-            mask = self.edit_mask(edits, landmarks, z_T.shape[-1], edit_region)  # (1, T, 1, h, w) or None
+            mask = self.edit_mask(edits, landmarks, z_T.shape[-1], region)  # (1, T, 1, h, w) or None
             z0 = model.denoise(z_T, codes, landmark_images, reference_image, num_frames, steps, progress=progress,
                                unedited_z_sem=z_sem if edits is not None else None, edit_guidance=guidance,
                                edit_mask=mask)  # fmt: skip
@@ -417,13 +417,13 @@ class FaceEditTalkerPipeline(PretrainedFolder):
         edits = parse_edits(edit, alpha)
         if edits is None:
             raise InputError("give an edit, e.g. edit=Eyeglasses alpha=0.8")
-        self.check_inputs(edits, steps, "fp32", edit_guidance, edit_region)
-        guidance = self.edit_guidance if edit_guidance is None else float(edit_guidance)
+        self.check_inputs(edits, steps, "fp32")
+        guidance, region = self.edit_settings(edit_guidance, edit_region)
         image, crop, x_ref = self.prepare_portrait(portrait, face)
         reference_image = self.landmark_image(crop.landmarks)
         z_sem, z_T = self.video_model.encode_reference(x_ref, reference_image)
         reconstruction = self.decode_still(z_T, z_sem, reference_image, steps)
-        mask = self.edit_mask(edits, crop.landmarks[None], z_T.shape[-1], edit_region)  # (1, 1, 1, h, w) or None
+        mask = self.edit_mask(edits, crop.landmarks[None], z_T.shape[-1], region)  # (1, 1, 1, h, w) or None
         edited = self.decode_still(z_T, self.edited_codes(z_sem, edits, 1), reference_image, steps,
                                    unedited_z_sem=z_sem, edit_guidance=guidance, edit_mask=mask)  # fmt: skip
         return EditedPortrait(portrait=image, crop=crop, face=crop_face(image, crop, self.video_model.resolution),
