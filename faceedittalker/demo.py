@@ -14,7 +14,10 @@ Choices the issue leaves open (written down here):
   image preprocessing would fail on a broken file with a generic message before our checks could name it.
 - The attribute sliders exist for every attribute of the library and are shown when the attribute is chosen,
   so the API endpoint has a fixed signature per model: portrait, speech, chosen names, ramp on/from/to,
-  steps, seed, landmark video, then one alpha per library attribute in the library's order.
+  steps, seed, landmark video, edit guidance, edit region, kept names, then one alpha per library attribute in
+  the library's order.
+- Edit guidance and the edit region (beyond the paper) start at the model folder's own defaults
+  (`model_index.json`), as `scripts/infer.py` without those keys; `keep` starts empty (the paper's edit).
 - Generated videos are written to a temporary folder of the app, removed when the app exits; Gradio serves
   copies from its cache, which it clears of files older than an hour.
 """
@@ -78,6 +81,9 @@ class DemoRequest:
     steps: int | None
     seed: int
     save_landmarks: bool
+    edit_guidance: float | None = None
+    edit_region: bool | None = None
+    keep: tuple[str, ...] = ()
 
 
 def parse_request(
@@ -91,6 +97,9 @@ def parse_request(
     steps: float | None,
     seed: float | None,
     save_landmarks: bool,
+    edit_guidance: float | None = None,
+    edit_region: bool | None = None,
+    keep: Sequence[str] | None = None,
 ) -> DemoRequest:
     """The widgets' values -> a `DemoRequest`; what only the page can get wrong (nothing uploaded, a number box
     left empty or not whole) is an `InputError` here; everything else is checked by the pipeline, as for the CLI."""
@@ -108,9 +117,12 @@ def parse_request(
         if ramp_from is None or ramp_to is None:
             raise InputError("give the ramp's start and end in seconds")
         ramp = (float(ramp_from), float(ramp_to))
+    if edit_guidance is None or edit_guidance == "":
+        raise InputError("edit guidance is empty; give a number (0: the paper's edit)")
     return DemoRequest(portrait=str(portrait), speech=str(speech), edits=edits, ramp=ramp,
                        steps=whole_number("steps", steps, allow_none=True), seed=whole_number("seed", seed),
-                       save_landmarks=bool(save_landmarks))  # fmt: skip
+                       save_landmarks=bool(save_landmarks), edit_guidance=float(edit_guidance),
+                       edit_region=bool(edit_region), keep=tuple(keep or ()))  # fmt: skip
 
 
 def whole_number(name: str, value: float | None, allow_none: bool = False) -> int | None:
@@ -141,12 +153,13 @@ class DemoApp:
         self.output_dir.mkdir(parents=True, exist_ok=True)
 
     # ----- the handler ---------------------------------------------------------------------------------------
-    def generate(self, portrait, speech, chosen, ramp_on, ramp_from, ramp_to, steps, seed, save_landmarks, *alphas,
-                 progress=gr.Progress(track_tqdm=True)):  # fmt: skip
+    def generate(self, portrait, speech, chosen, ramp_on, ramp_from, ramp_to, steps, seed, save_landmarks,
+                 edit_guidance, edit_region, keep, *alphas, progress=gr.Progress(track_tqdm=True)):  # fmt: skip
         """Generate click -> (video, landmark video). Bad input: `gr.Error` with the `InputError`'s message."""
         try:
             request = parse_request(portrait, speech, chosen, dict(zip(self.attribute_names, alphas, strict=True)),
-                                    ramp_on, ramp_from, ramp_to, steps, seed, save_landmarks)  # fmt: skip
+                                    ramp_on, ramp_from, ramp_to, steps, seed, save_landmarks, edit_guidance,
+                                    edit_region, keep)  # fmt: skip
             output = self.output_dir / f"{Path(request.portrait).stem}_{uuid.uuid4().hex[:8]}.mp4"
             video, landmarks = run_pipeline(self.pipeline, request, output, self.precision, progress)
         except Exception as err:
@@ -193,6 +206,15 @@ class DemoApp:
                         seed = gr.Number(0, precision=0, label="seed", elem_id="seed")
                         save_landmarks = gr.Checkbox(False, label="Show the landmark video beside it",
                                                      elem_id="landmarks")  # fmt: skip
+                        edit_guidance = gr.Number(float(getattr(self.pipeline, "edit_guidance", 0.0)), minimum=0,
+                                                  label="edit guidance (0: the paper's edit)",
+                                                  elem_id="edit-guidance")  # fmt: skip
+                        edit_region = gr.Checkbox(bool(getattr(self.pipeline, "edit_region", False)),
+                                                  label="Confine each edit to its attribute's face region",
+                                                  elem_id="edit-region")  # fmt: skip
+                        keep = (gr.Dropdown(names, value=[], multiselect=True, label="Keep",
+                                            info="attributes the edits must not move", elem_id="keep")
+                                if names else gr.State([]))  # fmt: skip
                     button = gr.Button("Generate", variant="primary", elem_id="generate")
                 with gr.Column():
                     video = gr.Video(label="Talking head", format=None, buttons=["download"], interactive=False,
@@ -206,7 +228,8 @@ class DemoApp:
                 chosen.change(lambda picked: [gr.update(visible=name in (picked or [])) for name in names],
                               chosen, sliders, queue=False, api_visibility="private")  # fmt: skip
             button.click(self.generate,
-                         [portrait, speech, chosen, ramp_on, ramp_from, ramp_to, steps, seed, save_landmarks, *sliders],
+                         [portrait, speech, chosen, ramp_on, ramp_from, ramp_to, steps, seed, save_landmarks,
+                          edit_guidance, edit_region, keep, *sliders],
                          [video, landmark_video], api_name="generate", concurrency_limit=self.concurrency,
                          concurrency_id="model")  # fmt: skip
         demo.queue(default_concurrency_limit=self.concurrency, max_size=max_queue)
@@ -235,7 +258,8 @@ def run_pipeline(pipeline: Any, request: DemoRequest, output: Path, precision: s
     result = pipeline(request.portrait, request.speech, edit=names or None,
                       alpha=[request.edits[name] for name in names] or None, ramp=request.ramp, output=output,
                       steps=request.steps, seed=request.seed, precision=precision, landmarks_output=landmarks,
-                      progress=True)  # fmt: skip
+                      progress=True, edit_guidance=request.edit_guidance, edit_region=request.edit_region,
+                      keep=list(request.keep) or None)  # fmt: skip
     return Path(result.path), (Path(result.landmarks_path) if result.landmarks_path is not None else None)
 
 

@@ -61,10 +61,12 @@ MAX_EDIT_GUIDANCE = 10.0  # beyond this the amplified edit leaves the images the
 
 @dataclass
 class EditRequest:
-    """Attribute edits of one request: {name: alpha} and an optional ramp (start, end) in seconds."""
+    """Attribute edits of one request: {name: alpha}, an optional ramp (start, end) in seconds, and the attributes
+    the edits must not move (`AttributeClassifier.edit`'s `keep`)."""
 
     alphas: dict[str, float]
     ramp: tuple[float, float] | None = None
+    keep: tuple[str, ...] = ()
 
     def strength(self, num_frames: int, fps: float = VIDEO_FPS) -> torch.Tensor:
         """Fraction of the full edit at each frame (T,): 1 everywhere, or 0 until `ramp[0]` s, rising linearly to
@@ -77,18 +79,25 @@ class EditRequest:
 
 
 def parse_edits(edit: str | Sequence[str] | None, alpha: float | Sequence[float] | None = None,
-                ramp: Sequence[float] | float | None = None, default_alpha: float = 0.5) -> EditRequest | None:
+                ramp: Sequence[float] | float | None = None, default_alpha: float = 0.5,
+                keep: str | Sequence[str] | None = None) -> EditRequest | None:
     """The edit options as the command line gives them -> an `EditRequest` (None: no edit).
 
     `edit` is a name or a list of names; `alpha` a number or a list of the same length (a single number applies
-    to every name; none: `default_alpha`); `ramp` is [start, end] in seconds (a single number: [0, end]).
-    Names are checked against the library later (`AttributeClassifier.edit`); values here.
+    to every name; none: `default_alpha`); `ramp` is [start, end] in seconds (a single number: [0, end]); `keep`
+    a name or a list of names the edits must leave alone. Names are checked against the library later
+    (`AttributeClassifier.edit`); values here.
     """
     names = [edit] if isinstance(edit, str) else list(edit or [])
+    kept = [keep] if isinstance(keep, str) else list(keep or [])
     if not names:
         if alpha is not None and not (isinstance(alpha, Sequence) and not alpha):
             raise InputError("alpha is given but no edit: add edit=NAME (e.g. edit=Eyeglasses)")
+        if kept:
+            raise InputError("keep is given but no edit: add edit=NAME (e.g. edit=Blond_Hair keep=[Male])")
         return None
+    if any(not isinstance(n, str) or not n for n in kept):
+        raise InputError(f"keep must be attribute names, got {kept}")
     if any(not isinstance(n, str) or not n for n in names):
         raise InputError(f"edit must be attribute names, got {names}")
     values = [default_alpha] if alpha is None else ([alpha] if not isinstance(alpha, Sequence) or isinstance(
@@ -109,7 +118,7 @@ def parse_edits(edit: str | Sequence[str] | None, alpha: float | Sequence[float]
         if name in alphas:
             raise InputError(f"edit {name} is given twice")
         alphas[name] = number
-    return EditRequest(alphas, parse_ramp(ramp))
+    return EditRequest(alphas, parse_ramp(ramp), tuple(dict.fromkeys(kept)))
 
 
 def parse_ramp(ramp: Sequence[float] | float | None) -> tuple[float, float] | None:
@@ -254,7 +263,8 @@ class FaceEditTalkerPipeline(PretrainedFolder):
             if self.attribute_library is None:
                 raise InputError("this model has no attribute library (attribute_library/), so it cannot edit; "
                                  "drop edit= or use a model exported with attributes=")  # fmt: skip
-            self.attribute_library.edit(torch.zeros(1, self.attribute_library.config.z_dim), edits.alphas)
+            self.attribute_library.edit(torch.zeros(1, self.attribute_library.config.z_dim), edits.alphas,
+                                        edits.keep)
         if steps is not None and (not isinstance(steps, int) or steps < 1):
             raise InputError(f"steps must be a positive whole number, got {steps!r}")
         if precision not in PRECISIONS:
@@ -300,7 +310,7 @@ class FaceEditTalkerPipeline(PretrainedFolder):
         """Eq. 3 once per request: (1, Z) unedited -> (1, Z) edited, or (1, T, Z) when the edit ramps."""
         if edits is None:
             return z_sem
-        delta = self.attribute_library.edit_direction(z_sem.float(), edits.alphas).to(z_sem.dtype)  # (1, Z)
+        delta = self.attribute_library.edit_direction(z_sem.float(), edits.alphas, edits.keep).to(z_sem.dtype)
         if edits.ramp is None:
             return z_sem + delta
         strength = edits.strength(num_frames).to(z_sem.device, z_sem.dtype)  # (T,)
@@ -324,15 +334,16 @@ class FaceEditTalkerPipeline(PretrainedFolder):
         progress: bool = True,
         edit_guidance: float | None = None,
         edit_region: bool | None = None,
+        keep: str | Sequence[str] | None = None,
     ) -> FaceEditTalkerOutput:
         """Generate the talking video of `portrait` (path or (H, W, 3) uint8) speaking `audio` (path or 16 kHz
         mono waveform). With `output` the frames are streamed into that mp4 (H.264 + AAC, 25 fps, written
         atomically); without it they are returned. `landmarks_output` writes a second video: the frames beside
         the landmark images that drove them. `edit_guidance` amplifies the edit, `edit_region` confines it to the
         attribute's region in every frame (None: the model's; `edit_guided`), each at the cost of a second denoiser
-        pass per step."""
+        pass per step; `keep` names attributes the edit must not move (`AttributeClassifier.edit`)."""
         # 1. Check inputs (every option before any heavy work).
-        edits = parse_edits(edit, alpha, ramp)
+        edits = parse_edits(edit, alpha, ramp, keep=keep)
         self.check_inputs(edits, steps, precision)
         guidance, region = self.edit_settings(edit_guidance, edit_region)
         if seed is not None:
@@ -411,10 +422,11 @@ class FaceEditTalkerPipeline(PretrainedFolder):
         face: str = "only",
         edit_guidance: float | None = None,
         edit_region: bool | None = None,
+        keep: str | Sequence[str] | None = None,
     ) -> EditedPortrait:
         """Fig. 3 on one portrait through the video model: the crop's z_sem edited (Eq. 3) and decoded with the
         crop's own Z_T, driven by its own landmarks (a still window, as in the inversion); frame 0 is kept."""
-        edits = parse_edits(edit, alpha)
+        edits = parse_edits(edit, alpha, keep=keep)
         if edits is None:
             raise InputError("give an edit, e.g. edit=Eyeglasses alpha=0.8")
         self.check_inputs(edits, steps, "fp32")

@@ -4,6 +4,7 @@
     python scripts/edit.py ref=portrait.png edit=Eyeglasses alpha=0.8 output=out.png
     python scripts/edit.py ref=portrait.png edit=Eyeglasses alpha=0.8 grid=true     # input | reconstruction | edited
     python scripts/edit.py ref=portrait.png edit=Smiling alpha=0.6 sweep=true       # a grid over alpha
+    python scripts/edit.py ref=portrait.png edit=Blond_Hair keep=[Male,Young]       # an edit that leaves two alone
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def as_tensor(image: np.ndarray) -> torch.Tensor:
 @exit_on_input_error
 def main(cfg: DictConfig) -> Path:
     edit, alpha = plain(cfg.edit), plain(cfg.alpha)
-    request = parse_edits(edit, alpha)  # checked before anything is loaded
+    request = parse_edits(edit, alpha, keep=plain(cfg.keep))  # checked before anything is loaded
     if request is None:
         raise InputError("give an edit, e.g. edit=Eyeglasses alpha=0.8")
     ref = Path(cfg.ref or DEMO_PORTRAIT).expanduser()
@@ -52,14 +53,14 @@ def main(cfg: DictConfig) -> Path:
     if cfg.sweep:
         name, strength = next(iter(request.alphas.items()))
         alphas = np.linspace(-abs(strength), abs(strength), SWEEP_COLUMNS)
-        results = [pipe.edit_image(ref, name, float(a), cfg.steps, cfg.face, cfg.edit_guidance, cfg.edit_region)
-                   for a in alphas]
+        results = [pipe.edit_image(ref, name, float(a), cfg.steps, cfg.face, cfg.edit_guidance, cfg.edit_region,
+                                   request.keep) for a in alphas]  # fmt: skip
         columns = [as_tensor(results[0].face)] + [as_tensor(r.edited) for r in results]
         save_grid(columns, output, cfg.zoom)
         print(f"wrote {output} (input | {name} at alpha {', '.join(f'{a:+.2f}' for a in alphas)})")
         return output
     result = pipe.edit_image(ref, list(request.alphas), list(request.alphas.values()), cfg.steps, cfg.face,
-                             cfg.edit_guidance, cfg.edit_region)  # fmt: skip
+                             cfg.edit_guidance, cfg.edit_region, request.keep)  # fmt: skip
     if cfg.grid:
         save_grid([as_tensor(result.face), as_tensor(result.reconstruction), as_tensor(result.edited)], output,
                   cfg.zoom)  # fmt: skip

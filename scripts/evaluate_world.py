@@ -58,9 +58,14 @@ def main(cfg: DictConfig) -> None:
     if resolution % judge.config.resolution:  # a finer model is read area-downsampled, as the judge's renders are
         raise InputError(f"the judge reads {judge.config.resolution} px faces, the model makes {resolution} px ones, "
                          f"not a whole multiple (train one: scripts/train_judge.py resolution={resolution})")
-    if cfg.edit not in judge.names or cfg.edit not in pipe.attribute_names:
-        raise InputError(f"edit={cfg.edit} must be an attribute of the judge ({', '.join(judge.names)}) and of the "
-                         "model's attribute library")  # fmt: skip
+    table = [cfg.edit_table] if isinstance(cfg.edit_table, str) else list(cfg.edit_table)
+    for name in [cfg.edit, *table]:
+        if name not in judge.names or name not in pipe.attribute_names:
+            raise InputError(f"{name} must be an attribute of the judge ({', '.join(judge.names)}) and of the "
+                             "model's attribute library")  # fmt: skip
+    keep = [cfg.keep] if isinstance(cfg.keep, str) else list(cfg.keep)
+    for name in keep:
+        pipe.attribute_library.index(name)  # an unknown name: one line suggesting the closest
     output = Path(cfg.output).expanduser()
     output.mkdir(parents=True, exist_ok=True)
     seconds: dict[str, float] = {}
@@ -68,22 +73,29 @@ def main(cfg: DictConfig) -> None:
     semantics = semantics_goal(pipe, cfg.cache_dir, cfg.probe_faces, cfg.seed)
     seconds["semantics"] = round(time.perf_counter() - start, 1)
     edits, edit_images = edit_goal(pipe, judge, cfg.edit, cfg.alpha, cfg.faces, cfg.seed, cfg.portrait_size,
-                                   cfg.steps)  # fmt: skip
+                                   cfg.steps, keep=keep)  # fmt: skip
     seconds["edits"] = round(time.perf_counter() - start - sum(seconds.values()), 1)
+    edit_table = {}  # goal 2's "same table for the other attributes": the same faces count, alpha and settings
+    for name in table:
+        edit_table[name], _ = edit_goal(pipe, judge, name, cfg.alpha, cfg.faces, cfg.seed, cfg.portrait_size,
+                                        cfg.steps, keep=keep)  # fmt: skip
+    if table:
+        seconds["edit_table"] = round(time.perf_counter() - start - sum(seconds.values()), 1)
     custom = None
     if cfg.custom_examples:
         custom = custom_attribute_goal(pipe, judge, cfg.edit, cfg.alpha, cfg.faces, cfg.custom_examples, cfg.seed,
-                                       cfg.portrait_size, cfg.steps)  # fmt: skip
+                                       cfg.portrait_size, cfg.steps, keep)  # fmt: skip
         seconds["custom_attribute"] = round(time.perf_counter() - start - sum(seconds.values()), 1)
     talking, clip = lipsync_goal(pipe, judge, cfg.edit, cfg.alpha, cfg.clips, cfg.clip_seconds, cfg.seed,
-                                 cfg.portrait_size, cfg.steps, cfg.moving_heads)  # fmt: skip
+                                 cfg.portrait_size, cfg.steps, cfg.moving_heads, keep)  # fmt: skip
     seconds["lipsync"] = round(time.perf_counter() - start - sum(seconds.values()), 1)
     result = {"settings": {k: cfg[k] for k in ("model", "judge", "faces", "clips", "clip_seconds", "probe_faces",
                                                "edit", "alpha", "steps", "invert_steps", "portrait_size", "seed",
                                                "custom_examples", "moving_heads")}
-                           | {"edit_guidance": pipe.edit_guidance, "edit_region": pipe.edit_region},  # as used
+                           | {"edit_guidance": pipe.edit_guidance, "edit_region": pipe.edit_region,  # as used
+                              "edit_table": table, "keep": keep},
               "judge_held_out": judge_report["held_out"], "goal1_semantics": semantics, "goal2_edit": edits,
-              "goal2_custom_attribute": custom,
+              "goal2_table": edit_table, "goal2_custom_attribute": custom,
               "goal3_lipsync": talking["lipsync"], "goal4_talking_edit": talking["talking_edit"],
               "seconds": seconds}  # fmt: skip
     write_json_atomic(output / "world.json", result)
@@ -92,12 +104,13 @@ def main(cfg: DictConfig) -> None:
 
     print(f"goal 1  z_sem probe mean AUC {semantics['mean']['z_sem']} vs pixels {semantics['mean']['pixels']}; "
           f"behind the pixels: {', '.join(semantics['behind_pixels']) or 'none'}")
-    for direction in ("add", "remove"):
-        d = edits[direction]
-        print(f"goal 2  {direction} {cfg.edit} (alpha {'+' if direction == 'add' else '-'}{cfg.alpha}): "
-              f"{d['success_rate']:.0%} of {d['faces']} faces (reconstruction alone "
-              f"{d['judge_on_reconstruction']:.0%}), "
-              f"others kept {d['others_kept_rate']:.0%}, PSNR outside {d['masked_psnr_outside_db']} dB")
+    for name, figures in {cfg.edit: edits, **edit_table}.items():
+        for direction in ("add", "remove"):
+            d = figures[direction]
+            print(f"goal 2  {direction} {name} (alpha {'+' if direction == 'add' else '-'}{cfg.alpha}): "
+                  f"{d['success_rate']:.0%} of {d['faces']} faces (reconstruction alone "
+                  f"{d['judge_on_reconstruction']:.0%}), "
+                  f"others kept {d['others_kept_rate']:.0%}, PSNR outside {d['masked_psnr_outside_db']} dB")
     if custom is not None:
         print(f"goal 2  {custom['direction']} from {cfg.custom_examples} + {cfg.custom_examples} example faces "
               f"(cosine to the built-in {custom['cosine_to_built_in_direction']}): add "

@@ -21,7 +21,7 @@ from playwright.sync_api import sync_playwright
 from faceedittalker import DEMO_PORTRAIT, DEMO_SPEECH, REPO_ROOT
 from faceedittalker.data.audio import SAMPLE_RATE, load_audio
 from faceedittalker.data.video import read_video
-from faceedittalker.demo import DemoApp, load_pipeline
+from faceedittalker.demo import DemoApp, load_pipeline, parse_request, run_pipeline
 from faceedittalker.testing import TINY_ATTRIBUTES, build_random_model
 
 # Debian's chromium (Playwright's own browser download is not used); `.ci/run` installs it.
@@ -152,8 +152,10 @@ def test_client_matches_cli(demo_url, demo_pipeline, tiny_model, tmp_path, monke
     alphas = [0.8 if name == "Eyeglasses" else 0.0 for name in TINY_ATTRIBUTES]
     inputs = (handle_file(str(DEMO_PORTRAIT)), handle_file(str(speech)), ["Eyeglasses"], False, 0, 2, 2, 3)
     calls_before = demo_pipeline.calls
-    with_landmarks = client.submit(*inputs, True, *alphas, api_name="/generate")
-    video, landmarks = client.submit(*inputs, False, *alphas, api_name="/generate").result(timeout=TIMEOUT_MS / 1000)
+    advanced = (0.0, False, [])  # edit guidance, edit region, kept attributes: the tiny model's own defaults
+    with_landmarks = client.submit(*inputs, True, *advanced, *alphas, api_name="/generate")
+    video, landmarks = client.submit(*inputs, False, *advanced, *alphas,
+                                     api_name="/generate").result(timeout=TIMEOUT_MS / 1000)  # fmt: skip
     side_video, side_landmarks = with_landmarks.result(timeout=TIMEOUT_MS / 1000)
     assert demo_pipeline.calls - calls_before == 2
     assert demo_pipeline.most_at_once == 1
@@ -187,13 +189,18 @@ def test_handler_turns_bad_input_into_one_line(demo_pipeline, tmp_path):
     text = tmp_path / "upload" / "notes.png"
     text.parent.mkdir()
     text.write_text("not a picture")
+    plain = (0.0, False, [])  # edit guidance, edit region, kept attributes
     cases = [
-        ((None, speech, [], False, 0, 2, 2, 0, False), "upload a portrait first"),
-        ((portrait, None, [], False, 0, 2, 2, 0, False), "upload or record a speech file first"),
-        ((portrait, speech, [], False, 0, 2, 2.5, 0, False), "steps=2.5 is not a whole number"),
-        ((portrait, speech, [], False, 0, 2, 2, None, False), "seed is empty"),
-        ((portrait, speech, ["Eyeglasses"], True, 2, 1, 2, 0, False), "ramp must be [start, end]"),
-        ((str(text), speech, [], False, 0, 2, 2, 0, False), "notes.png"),
+        ((None, speech, [], False, 0, 2, 2, 0, False, *plain), "upload a portrait first"),
+        ((portrait, None, [], False, 0, 2, 2, 0, False, *plain), "upload or record a speech file first"),
+        ((portrait, speech, [], False, 0, 2, 2.5, 0, False, *plain), "steps=2.5 is not a whole number"),
+        ((portrait, speech, [], False, 0, 2, 2, None, False, *plain), "seed is empty"),
+        ((portrait, speech, ["Eyeglasses"], True, 2, 1, 2, 0, False, *plain), "ramp must be [start, end]"),
+        ((str(text), speech, [], False, 0, 2, 2, 0, False, *plain), "notes.png"),
+        ((portrait, speech, ["Eyeglasses"], False, 0, 2, 2, 0, False, None, False, []), "edit guidance is empty"),
+        ((portrait, speech, ["Eyeglasses"], False, 0, 2, 2, 0, False, -1.0, False, []), "edit_guidance must be"),
+        ((portrait, speech, ["Smiling"], False, 0, 2, 2, 0, False, 0.0, False, ["Smiling"]),
+         "Smiling cannot be both edited and kept"),
     ]
     for args, expected in cases:
         with pytest.raises(gradio.Error) as caught:
@@ -201,6 +208,25 @@ def test_handler_turns_bad_input_into_one_line(demo_pipeline, tmp_path):
         message = caught.value.message
         assert expected in message and "\n" not in message and str(text.parent) not in message
     assert not any(tmp_path.glob("*.mp4"))  # nothing half-written
+
+
+def test_the_advanced_edit_options_reach_the_pipeline(tmp_path):
+    """The page's edit guidance, region and kept attributes are passed on as the CLI's keys are."""
+    class Recording:
+        def __call__(self, portrait, speech, **kwargs):
+            self.kwargs = kwargs
+            return type("Result", (), {"path": kwargs["output"], "landmarks_path": None})()
+
+    request = parse_request("p.png", "s.wav", ["Blond_Hair"], {"Blond_Hair": 0.4, "Male": 0.5}, False, 0, 2, None, 0,
+                            False, 1.5, True, ["Male", "Young"])  # fmt: skip
+    pipeline = Recording()
+    run_pipeline(pipeline, request, tmp_path / "out.mp4")
+    assert pipeline.kwargs["edit"] == ["Blond_Hair"] and pipeline.kwargs["alpha"] == [0.4]
+    assert pipeline.kwargs["edit_guidance"] == 1.5 and pipeline.kwargs["edit_region"] is True
+    assert pipeline.kwargs["keep"] == ["Male", "Young"]
+    plain = parse_request("p.png", "s.wav", [], {}, False, 0, 2, None, 0, False, 0, False, [])
+    run_pipeline(pipeline, plain, tmp_path / "out.mp4")
+    assert pipeline.kwargs["edit"] is None and pipeline.kwargs["keep"] is None
 
 
 @pytest.mark.slow  # a fresh interpreter importing torch, gradio and MediaPipe: ~10 s alone, minutes on a busy CPU

@@ -209,15 +209,33 @@ def test_a_judge_finer_than_the_model_is_one_line_and_exit_2(tmp_path, monkeypat
     assert not (tmp_path / "out").exists()
 
 
+def test_bad_table_or_keep_names_are_one_line_and_exit_2(tmp_path, monkeypatch, capsys, tiny_judge):
+    model = build_random_model(tmp_path / "model")
+    for key, expected in (("edit_table=[Blond_Hair,Nope]", "Nope must be an attribute of the judge"),
+                          ("keep=[Mal]", "unknown attribute 'Mal'; did you mean 'Male'")):  # fmt: skip
+        code = run_script_main(monkeypatch, "evaluate_world.py", f"model={model}", f"judge={tiny_judge}",
+                               f"output={tmp_path / 'out'}", key)  # fmt: skip
+        assert code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and expected in err[0]
+        assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.slow
 def test_evaluate_world_on_a_random_model(tmp_path, monkeypatch, tiny_judge):
     model = build_random_model(tmp_path / "model")
     out = tmp_path / "world"
     code = run_script_main(monkeypatch, "evaluate_world.py", f"model={model}", f"judge={tiny_judge}",
                            f"output={out}", "faces=1", "clips=1", "clip_seconds=1", "probe_faces=40",
-                           f"cache_dir={tmp_path / 'cache'}", "zoom=2", "custom_examples=4")
+                           f"cache_dir={tmp_path / 'cache'}", "zoom=2", "custom_examples=4",
+                           "edit_table=[Blond_Hair]", "keep=[Male,Eyeglasses]")  # fmt: skip
     assert code == 0
     result = json.loads((out / "world.json").read_text())
+    assert result["settings"]["edit_table"] == ["Blond_Hair"] and result["settings"]["keep"] == ["Male", "Eyeglasses"]
+    row = result["goal2_table"]["Blond_Hair"]  # the table's row: the same figures as goal 2's own edit
+    assert row["attribute"] == "Blond_Hair" and row["keep"] == ["Male", "Eyeglasses"]
+    assert set(row["add"]) == set(result["goal2_edit"]["add"]) and isinstance(row["goal_met"], bool)
+    assert result["goal2_edit"]["keep"] == ["Male"]  # the edited attribute is never kept
     for key in ("goal1_semantics", "goal2_edit", "goal3_lipsync", "goal4_talking_edit", "judge_held_out"):
         assert key in result
     semantics = result["goal1_semantics"]

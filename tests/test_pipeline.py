@@ -149,6 +149,11 @@ def test_edit_options_are_checked_with_clear_messages():
     assert request.alphas == {"Eyeglasses": 0.8, "Smiling": -0.3} and request.ramp == (0.0, 2.0)
     assert parse_edits("Eyeglasses", 0.8).alphas == {"Eyeglasses": 0.8}
     assert parse_edits(None, None) is None
+    assert parse_edits("Blond_Hair", 0.5, keep="Male").keep == ("Male",)
+    assert parse_edits("Blond_Hair", 0.5, keep=["Male", "Young", "Male"]).keep == ("Male", "Young")
+    assert parse_edits("Blond_Hair", 0.5).keep == ()
+    with pytest.raises(InputError, match="keep is given but no edit"):
+        parse_edits(None, None, keep=["Male"])
     for args, message in [((["Eyeglasses", "Smiling"], [0.8]), "2 edits .* but 1 alphas"),
                           (("Eyeglasses", float("nan")), "not a finite number"),
                           (("Eyeglasses", "abc"), "must be a number"),

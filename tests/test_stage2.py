@@ -39,6 +39,41 @@ def test_edit_moves_the_standardised_code_by_alpha_sqrt_d_along_the_direction():
     torch.testing.assert_close(both, clf.edit(clf.edit(z, {"Smiling": 0.25}), {"Young": -0.5}))
 
 
+def test_keep_leaves_the_kept_scores_where_they_were_and_still_moves_the_edited_one():
+    """InterFaceGAN's conditional edit: Smiling's direction is built to lean on Young's (as blond leans on young
+    faces in the world); the plain edit moves Young's score with it, the conditional one does not."""
+    torch.manual_seed(0)
+    clf = AttributeClassifier(names=NAMES, z_dim=16)
+    with torch.no_grad():
+        young = torch.randn(16)
+        clf.linear.weight[2] = young
+        clf.linear.weight[1] = 0.8 * young / young.norm() * clf.linear.weight[1].norm() + 0.3 * torch.randn(16)
+    clf.set_statistics(torch.randn(100, 16) * 2)
+    z = torch.randn(4, 16) * 2
+    plain = clf(clf.edit(z, {"Smiling": 0.5})) - clf(z)
+    kept = clf(clf.edit(z, {"Smiling": 0.5}, keep=["Young", "Eyeglasses"])) - clf(z)
+    assert plain[:, 2].abs().min() > 0.5  # the plain edit drags Young along
+    torch.testing.assert_close(kept[:, [0, 2]], torch.zeros(4, 2), atol=1e-4, rtol=0)
+    assert (kept[:, 1] > 0.5).all()  # Smiling still rises
+    direction = clf.conditional_direction("Smiling", ["Young"]).detach()
+    assert abs(float(direction.norm()) - 1) < 1e-5 and abs(float(direction @ clf.direction("Young").detach())) < 1e-5
+    torch.testing.assert_close(clf.conditional_direction("Smiling"), clf.direction("Smiling"))
+    step = clf.standardise(clf.edit(z, {"Smiling": 0.5}, keep=["Young"])) - clf.standardise(z)
+    torch.testing.assert_close(step.norm(dim=1), torch.full((4,), 0.5 * math.sqrt(16)))  # alpha keeps its scale
+
+
+def test_bad_keeps_are_input_errors():
+    clf = AttributeClassifier(names=NAMES, z_dim=8)
+    with pytest.raises(InputError, match="Smiling cannot be both edited and kept"):
+        clf.edit(torch.zeros(1, 8), {"Smiling": 0.3}, keep=["Smiling"])
+    with pytest.raises(InputError, match="unknown attribute 'Yung'.*Young"):
+        clf.edit(torch.zeros(1, 8), {"Smiling": 0.3}, keep=["Yung"])
+    with torch.no_grad():
+        clf.linear.weight[1] = 2 * clf.linear.weight[2]  # Smiling's direction is Young's
+    with pytest.raises(InputError, match="Smiling cannot be edited while keeping Young"):
+        clf.edit(torch.zeros(1, 8), {"Smiling": 0.3}, keep=["Young"])
+
+
 def test_bad_edits_are_input_errors():
     clf = AttributeClassifier(names=NAMES, z_dim=8)
     with pytest.raises(InputError, match="unknown attribute 'Glasses'.*Eyeglasses"):

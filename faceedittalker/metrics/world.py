@@ -19,7 +19,7 @@ the reference.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import cv2
@@ -93,21 +93,24 @@ def masked_psnr(a: np.ndarray, b: np.ndarray, keep: np.ndarray) -> float | None:
 
 def edit_goal(pipe: FaceEditTalkerPipeline, judge: WorldJudge, attribute: str, alpha: float, faces: int,
               seed: int = 0, portrait_size: int = 256, steps: int | None = None,
-              direction_name: str | None = None) -> tuple[dict, dict]:
+              direction_name: str | None = None, keep: Sequence[str] = ()) -> tuple[dict, dict]:
     """+alpha on `faces` held-out people without `attribute`, -alpha on `faces` with it, along the library's
-    direction `direction_name` (default: the attribute's own). Returns the figures and the images of the additions
-    (for the picture: input crops, reconstructions, edits)."""
+    direction `direction_name` (default: the attribute's own), leaving the `keep` attributes alone (the edited one
+    is dropped from them). Returns the figures and the images of the additions (for the picture: input crops,
+    reconstructions, edits)."""
     direction_name = direction_name or attribute
+    keep = [k for k in keep if k not in (attribute, direction_name)]
     column = judge.names.index(attribute)
     others = [i for i, n in enumerate(judge.names) if n != attribute]
-    figures: dict = {"attribute": attribute, "direction": direction_name, "alpha": alpha}
+    figures: dict = {"attribute": attribute, "direction": direction_name, "alpha": alpha, "keep": keep}
     shown: dict[str, list[np.ndarray]] = {"face": [], "reconstruction": [], "edited": []}
     for direction, present in (("add", False), ("remove", True)):
         crops, recons, edits, psnrs = [], [], [], []
         for k in tqdm(range(faces), desc=f"{direction} {direction_name}", unit="face", leave=False):
             index = k if not present else faces + k  # different people for the two directions
             portrait, _ = held_out_portrait(index, portrait_size, seed, **{attribute: present})
-            result = pipe.edit_image(portrait, direction_name, alpha if not present else -alpha, steps=steps)
+            result = pipe.edit_image(portrait, direction_name, alpha if not present else -alpha, steps=steps,
+                                     keep=keep)  # fmt: skip
             crops.append(result.face)
             recons.append(result.reconstruction)
             edits.append(result.edited)
@@ -138,7 +141,7 @@ def edit_goal(pipe: FaceEditTalkerPipeline, judge: WorldJudge, attribute: str, a
 @torch.no_grad()
 def custom_attribute_goal(pipe: FaceEditTalkerPipeline, judge: WorldJudge, attribute: str, alpha: float,
                           faces: int, examples: int = 50, seed: int = 0, portrait_size: int = 256,
-                          steps: int | None = None) -> dict:
+                          steps: int | None = None, keep: Sequence[str] = ()) -> dict:
     """The user-defined attribute of `add_attribute`, checked on the world: `Custom_<attribute>` is fitted from
     `examples` held-out portraits with the attribute and `examples` without (other people than goal 2's), then
     scored by `edit_goal` on the same faces as the built-in direction. The model's own library is restored."""
@@ -153,7 +156,8 @@ def custom_attribute_goal(pipe: FaceEditTalkerPipeline, judge: WorldJudge, attri
     library = pipe.attribute_library
     pipe.attribute_library = library.with_attribute(name, *codes, overwrite=True)
     try:
-        figures, _ = edit_goal(pipe, judge, attribute, alpha, faces, seed, portrait_size, steps, direction_name=name)
+        figures, _ = edit_goal(pipe, judge, attribute, alpha, faces, seed, portrait_size, steps, direction_name=name,
+                               keep=keep)  # fmt: skip
         cosine = float(pipe.attribute_library.direction(name) @ pipe.attribute_library.direction(attribute))
     finally:
         pipe.attribute_library = library
@@ -229,9 +233,10 @@ def held_out_clip(index: int, seconds: float, size: int, seed: int = 0, moving: 
 
 def lipsync_goal(pipe: FaceEditTalkerPipeline, judge: WorldJudge, attribute: str, alpha: float, clips: int,
                  seconds: float = 2.0, seed: int = 0, portrait_size: int = 256, steps: int | None = None,
-                 moving_heads: bool = True) -> tuple[dict, dict]:
-    """Goals 3 and 4 on `clips` held-out clips. Returns the figures and, for the picture, the frames and mouth
-    curves of the first clip."""
+                 moving_heads: bool = True, keep: Sequence[str] = ()) -> tuple[dict, dict]:
+    """Goals 3 and 4 on `clips` held-out clips (the edit leaving the `keep` attributes alone). Returns the figures
+    and, for the picture, the frames and mouth curves of the first clip."""
+    keep = [k for k in keep if k != attribute]
     column = judge.names.index(attribute)
     conditions = ("true_landmarks", "frozen_reference", "audio", "audio_edited")
     per_clip: dict[str, list] = {c: [] for c in (*conditions, "judge_on_truth", "p_ldm_landmarks")}
@@ -255,12 +260,12 @@ def lipsync_goal(pipe: FaceEditTalkerPipeline, judge: WorldJudge, attribute: str
             read["truth_frames"].append(detected_r(landmarker_opening(truth_frames, landmarker), truth))
             frames: dict[str, np.ndarray] = {}
             for condition in conditions:
-                edit = (attribute, alpha) if condition == "audio_edited" else (None, None)
+                edit = (attribute, alpha, keep) if condition == "audio_edited" else (None, None, None)
                 drive = {"true_landmarks": true_crop, "frozen_reference": np.repeat(rest_crop[None], len(truth), 0)}
                 context = driven_by(pipe, drive[condition]) if condition in drive else contextlib.nullcontext()
                 with context:
-                    out = pipe(clip["portrait"], clip["waveform"], edit=edit[0], alpha=edit[1], steps=steps, seed=seed,
-                               paste_back=False, progress=False)  # fmt: skip
+                    out = pipe(clip["portrait"], clip["waveform"], edit=edit[0], alpha=edit[1], keep=edit[2],
+                               steps=steps, seed=seed, paste_back=False, progress=False)  # fmt: skip
                 count = min(len(truth), len(out.frames))
                 frames[condition] = out.frames[:count]
                 judged = judge.judge(out.frames[:count])

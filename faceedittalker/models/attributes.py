@@ -10,6 +10,11 @@ Editing (Eq. 3, in DiffAE's normalised form):
 
 so alpha is measured in units of the typical length of a standardised code (sqrt(D) for D = 512): alpha = 0.1
 moves the code by a tenth of its own norm. DiffAE used 0.3-0.5; larger values leave the data manifold.
+
+Beyond the paper, an edit may `keep` other attributes (InterFaceGAN's conditional manipulation, Shen et al. 2020):
+the direction loses its components along the kept attributes' directions and is renormalised, so the classifier's
+scores of the kept attributes do not move with the edit (in a world where blond goes with young women, adding blond
+along the plain direction also moves the score of Male).
 """
 
 from __future__ import annotations
@@ -109,23 +114,41 @@ class AttributeClassifier(ModelMixin, ConfigMixin):
         hint = f"did you mean '{by_lower[close[0]]}'? " if close else ""
         raise InputError(f"unknown attribute '{name}'; {hint}choose from: {', '.join(self.names)}")
 
-    def edit_direction(self, z_sem: torch.Tensor, edits: Mapping[str, float]) -> torch.Tensor:
+    def conditional_direction(self, name: str, keep: Sequence[str] = ()) -> torch.Tensor:
+        """The unit direction of `name` (D,) with its components along the `keep` attributes' directions removed
+        (a projection onto the orthogonal complement of their span), so that moving along it leaves their
+        classifier scores unchanged. No `keep`: `direction(name)`."""
+        direction = self.direction(name)
+        if not keep:
+            return direction
+        kept = torch.stack([self.linear.weight[self.index(k)] for k in keep], 1)  # (D, K)
+        basis, _ = torch.linalg.qr(kept)  # orthonormal columns spanning the kept directions
+        residual = direction - basis @ (basis.T @ direction)
+        if residual.norm() < 1e-3:
+            raise InputError(f"{name} cannot be edited while keeping {', '.join(keep)}: its direction lies in theirs")
+        return residual / residual.norm()
+
+    def edit_direction(self, z_sem: torch.Tensor, edits: Mapping[str, float], keep: Sequence[str] = ()
+                       ) -> torch.Tensor:
         """z_sem' - z_sem for `edits` (Eq. 3), (B, D): the edit is linear in alpha, so a ramp over time scales this."""
-        return self.edit(z_sem, edits) - z_sem
+        return self.edit(z_sem, edits, keep) - z_sem
 
     @torch.no_grad()
-    def edit(self, z_sem: torch.Tensor, edits: Mapping[str, float]) -> torch.Tensor:
-        """Eq. 3: move z_sem (B, D) along the directions of `edits` = {attribute name: alpha}."""
+    def edit(self, z_sem: torch.Tensor, edits: Mapping[str, float], keep: Sequence[str] = ()) -> torch.Tensor:
+        """Eq. 3: move z_sem (B, D) along the directions of `edits` = {attribute name: alpha}, each made orthogonal
+        to the directions of the `keep` attributes (none: the paper's edit)."""
         zn = self.standardise(z_sem)
         scale = math.sqrt(zn.shape[-1])
-        for name in edits:
+        for name in [*edits, *keep]:
             self.index(name)  # every name checked before any alpha
+        if both := sorted(set(edits) & set(keep)):
+            raise InputError(f"{', '.join(both)} cannot be both edited and kept")
         for name, alpha in edits.items():
             if not math.isfinite(float(alpha)):
                 raise InputError(f"alpha={alpha} for {name} is not a finite number")
             if not -MAX_ALPHA <= float(alpha) <= MAX_ALPHA:
                 raise InputError(f"alpha={alpha} for {name} is out of range [-{MAX_ALPHA}, {MAX_ALPHA}]")
-            zn = zn + float(alpha) * scale * self.direction(name)
+            zn = zn + float(alpha) * scale * self.conditional_direction(name, keep)
         return zn * self.z_std + self.z_mean
 
 
