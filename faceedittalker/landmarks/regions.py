@@ -19,27 +19,39 @@ import torch.nn.functional as F
 from faceedittalker.landmarks.topology import (
     LEFT_BROW_UPPER,
     LEFT_EYE,
+    LEFT_EYE_LOWER,
     LIP_POINTS,
     RIGHT_BROW_UPPER,
     RIGHT_EYE,
+    RIGHT_EYE_LOWER,
 )
 
 FACE_SIDES = [234, 454]  # the cheek points level with the eyes: a frame's temples
 NOSE_TIP = 1
+CHEEKS = [50, 280]
+CHIN = [148, 152, 377]
+JAW = [132, 58, 172, 136, 150, 149, 176, 148, 152, 377, 400, 378, 379, 365, 397, 288, 361]  # ear to ear, lower oval
+HAIRLINE = [389, 251, 284, 332, 297, 338, 10, 109, 67, 103, 54, 21, 162]  # the upper face oval, temple to temple
 EYES_AND_BROWS = RIGHT_EYE + LEFT_EYE + RIGHT_BROW_UPPER + LEFT_BROW_UPPER
 
-# CelebA attributes with a landmark region; the others (hair, skin, age, sex, ...) are the whole frame.
+# CelebA attributes with a landmark region; the others (hair colour, skin, age, sex, ...) are the whole frame.
+# Each box holds (nearly) every pixel the synthetic renderer changes for its attribute (tests/test_regions.py).
 ATTRIBUTE_REGIONS: dict[str, list[int]] = {
     "Eyeglasses": EYES_AND_BROWS + FACE_SIDES,  # the frames reach the temples
     "Arched_Eyebrows": EYES_AND_BROWS,
     "Bushy_Eyebrows": EYES_AND_BROWS,
     "Narrow_Eyes": EYES_AND_BROWS,
     "Bags_Under_Eyes": EYES_AND_BROWS,
-    "Smiling": LIP_POINTS,
-    "Mouth_Slightly_Open": LIP_POINTS,
+    "Smiling": LIP_POINTS + CHEEKS + JAW,  # a smile raises the cheeks and stretches the lower face
+    "Mouth_Slightly_Open": LIP_POINTS + JAW,  # the jaw drops
     "Wearing_Lipstick": LIP_POINTS,
     "Big_Lips": LIP_POINTS,
     "Mustache": LIP_POINTS + [NOSE_TIP],
+    "Goatee": LIP_POINTS + CHIN,
+    "5_o_Clock_Shadow": LIP_POINTS + JAW,  # stubble from ear to ear below the cheeks
+    "No_Beard": LIP_POINTS + JAW + [NOSE_TIP],  # every beard: moustache, goatee, stubble
+    "Bangs": HAIRLINE + RIGHT_BROW_UPPER + LEFT_BROW_UPPER,  # the forehead down to the brows
+    "Rosy_Cheeks": RIGHT_EYE_LOWER + LEFT_EYE_LOWER + CHEEKS + FACE_SIDES + [61, 291],  # lids to mouth corners
 }
 REGION_MARGIN = 0.2  # the points' box is widened by this share of its size on each side (and by 1 px)
 
