@@ -8,7 +8,8 @@ on held-out faces, other attributes kept, PSNR outside the edited region; goal 3
 opening on generated frames vs the truth, driven by true landmarks, frozen reference landmarks and P_ldm from the
 audio; goal 4: the same with the edit; and the edit along a user-defined attribute fitted from custom_examples
 + custom_examples example faces (add_attribute's path), scored as goal 2. Writes <output>/world.json and
-<output>/world.png (rows: references, edited references, frames without / with the edit, mouth-opening curves)
+<output>/world.png (rows: references, edited references, frames without / with the edit, mouth-opening curves),
+with `edit_table=[...]` also <output>/world_table.png (per attribute: reconstructions | edits, adding and removing),
 and prints a summary.
 """
 
@@ -30,6 +31,7 @@ from faceedittalker.metrics.world import (
     edit_goal,
     lipsync_goal,
     semantics_goal,
+    table_picture,
     world_picture,
 )
 from faceedittalker.models.attributes import MIN_EXAMPLES
@@ -75,10 +77,10 @@ def main(cfg: DictConfig) -> None:
     edits, edit_images = edit_goal(pipe, judge, cfg.edit, cfg.alpha, cfg.faces, cfg.seed, cfg.portrait_size,
                                    cfg.steps, keep=keep)  # fmt: skip
     seconds["edits"] = round(time.perf_counter() - start - sum(seconds.values()), 1)
-    edit_table = {}  # goal 2's "same table for the other attributes": the same faces count, alpha and settings
+    edit_table, table_images = {}, {}  # goal 2's table for the other attributes: the same faces, alpha and settings
     for name in table:
-        edit_table[name], _ = edit_goal(pipe, judge, name, cfg.alpha, cfg.faces, cfg.seed, cfg.portrait_size,
-                                        cfg.steps, keep=keep)  # fmt: skip
+        edit_table[name], table_images[name] = edit_goal(pipe, judge, name, cfg.alpha, cfg.faces, cfg.seed,
+                                                         cfg.portrait_size, cfg.steps, keep=keep)  # fmt: skip
     if table:
         seconds["edit_table"] = round(time.perf_counter() - start - sum(seconds.values()), 1)
     custom = None
@@ -101,6 +103,10 @@ def main(cfg: DictConfig) -> None:
     write_json_atomic(output / "world.json", result)
     with atomic_write(output / "world.png") as tmp:
         Image.fromarray(world_picture(edit_images, clip, zoom=cfg.zoom)).save(tmp, format="PNG")
+    if table:
+        with atomic_write(output / "world_table.png") as tmp:
+            picture = table_picture({cfg.edit: edit_images, **table_images}, zoom=cfg.zoom)
+            Image.fromarray(picture).save(tmp, format="PNG")
 
     print(f"goal 1  z_sem probe mean AUC {semantics['mean']['z_sem']} vs pixels {semantics['mean']['pixels']}; "
           f"behind the pixels: {', '.join(semantics['behind_pixels']) or 'none'}")
@@ -129,7 +135,8 @@ def main(cfg: DictConfig) -> None:
     t = talking["talking_edit"]
     print(f"goal 4  {cfg.edit} rate on frames {t['judge_rate_without_edit']} -> {t['judge_rate_with_edit']}, "
           f"r change {t['pearson_r_change']}")
-    print(f"wrote {output / 'world.json'} and {output / 'world.png'} ({sum(seconds.values()):.0f} s)")
+    pictures = " and world_table.png" if table else ""
+    print(f"wrote {output / 'world.json'} and {output / 'world.png'}{pictures} ({sum(seconds.values()):.0f} s)")
 
 
 if __name__ == "__main__":

@@ -236,6 +236,8 @@ def test_evaluate_world_on_a_random_model(tmp_path, monkeypatch, tiny_judge):
     assert row["attribute"] == "Blond_Hair" and row["keep"] == ["Male", "Eyeglasses"]
     assert set(row["add"]) == set(result["goal2_edit"]["add"]) and isinstance(row["goal_met"], bool)
     assert result["goal2_edit"]["keep"] == ["Male"]  # the edited attribute is never kept
+    table = Image.open(out / "world_table.png")  # 2 rows (add, remove) per attribute of 8 tiles of 32 px at zoom 2
+    assert table.size == (8 * 32 * 2, 2 * 2 * 32 * 2)
     for key in ("goal1_semantics", "goal2_edit", "goal3_lipsync", "goal4_talking_edit", "judge_held_out"):
         assert key in result
     semantics = result["goal1_semantics"]

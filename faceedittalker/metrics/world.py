@@ -97,13 +97,13 @@ def edit_goal(pipe: FaceEditTalkerPipeline, judge: WorldJudge, attribute: str, a
     """+alpha on `faces` held-out people without `attribute`, -alpha on `faces` with it, along the library's
     direction `direction_name` (default: the attribute's own), leaving the `keep` attributes alone (the edited one
     is dropped from them). Returns the figures and the images of the additions (for the picture: input crops,
-    reconstructions, edits)."""
+    reconstructions, edits), with those of the removals under "remove"."""
     direction_name = direction_name or attribute
     keep = [k for k in keep if k not in (attribute, direction_name)]
     column = judge.names.index(attribute)
     others = [i for i, n in enumerate(judge.names) if n != attribute]
     figures: dict = {"attribute": attribute, "direction": direction_name, "alpha": alpha, "keep": keep}
-    shown: dict[str, list[np.ndarray]] = {"face": [], "reconstruction": [], "edited": []}
+    shown: dict = {"face": [], "reconstruction": [], "edited": []}
     for direction, present in (("add", False), ("remove", True)):
         crops, recons, edits, psnrs = [], [], [], []
         for k in tqdm(range(faces), desc=f"{direction} {direction_name}", unit="face", leave=False):
@@ -131,8 +131,11 @@ def edit_goal(pipe: FaceEditTalkerPipeline, judge: WorldJudge, attribute: str, a
             "masked_psnr_outside_db": (round(float(np.mean([p for p in psnrs if p is not None])), 2)
                                        if any(p is not None for p in psnrs) else None),  # fmt: skip
         }
+        images = {"face": crops, "reconstruction": recons, "edited": edits}
         if not present:
-            shown = {"face": crops, "reconstruction": recons, "edited": edits}
+            shown.update(images)
+        else:
+            shown["remove"] = images
     figures["goal_met"] = bool(all(figures[d]["success_rate"] >= EDIT_SUCCESS
                                    and figures[d]["others_kept_rate"] >= OTHERS_KEPT for d in ("add", "remove")))
     return figures, shown
@@ -339,6 +342,24 @@ def world_picture(edit_images: dict, clip: dict, columns: int = 8, zoom: int = 4
             strip([edited[i] for i in picks])]  # fmt: skip
     tile = rows[2].shape[0]
     rows.append(curve_panel(clip["curves"], width=tile * columns, height=2 * tile))
+    return np.concatenate(rows, 0)
+
+
+def table_picture(table_images: dict[str, dict], pairs: int = 4, zoom: int = 4) -> np.ndarray:
+    """Goal 2's table as a picture, two rows per attribute: `pairs` faces without it as reconstruction | +alpha
+    edit, then `pairs` faces with it as reconstruction | -alpha edit, the attribute's name on the first tile."""
+    rows = []
+    for name, images in table_images.items():
+        for direction, shown in (("+", images), ("-", images["remove"])):
+            tiles = [t for pair in zip(shown["reconstruction"][:pairs], shown["edited"][:pairs], strict=True)
+                     for t in pair]  # fmt: skip
+            size = tiles[0].shape[0] * zoom
+            row = np.zeros((size, size * 2 * pairs, 3), np.uint8)
+            for k, tile in enumerate(tiles):
+                row[:, k * size:(k + 1) * size] = cv2.resize(tile, (size, size), interpolation=cv2.INTER_NEAREST)
+            cv2.putText(row, f"{direction}{name}", (3, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1,
+                        cv2.LINE_AA)  # fmt: skip
+            rows.append(row)
     return np.concatenate(rows, 0)
 
 
