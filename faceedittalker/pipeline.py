@@ -41,7 +41,7 @@ from faceedittalker.data.audio import SAMPLE_RATE, VIDEO_FPS, check_speech, load
 from faceedittalker.data.portrait import FaceCrop, PasteBack, crop_face, find_face, load_portrait
 from faceedittalker.data.video import VideoWriter
 from faceedittalker.errors import InputError
-from faceedittalker.landmarks.regions import region_masks, region_points
+from faceedittalker.landmarks.regions import region_masks
 from faceedittalker.landmarks.render import render_sequence
 from faceedittalker.models.attributes import AttributeClassifier, check_new_attribute
 from faceedittalker.models.audio_encoder import CachedAudioEncoder, build_audio_encoder
@@ -281,8 +281,8 @@ class FaceEditTalkerPipeline(PretrainedFolder):
         edit, `region` off, or an edited attribute without a region."""
         if edits is None or not region:
             return None
-        points = region_points(edits.alphas)
-        return None if points is None else region_masks(landmarks, points, size)[None].to(self.device)
+        masks = region_masks(landmarks, edits.alphas, size)  # (T, 1, h, w) or None: an attribute without a region
+        return None if masks is None else masks[None].to(self.device)
 
     def prepare_portrait(self, portrait: str | os.PathLike | np.ndarray, face: str = "only"
                          ) -> tuple[np.ndarray, FaceCrop, torch.Tensor]:

@@ -7,10 +7,10 @@ import pytest
 from helpers import run_script
 from media_fixtures import ASTRONAUT_PATH
 from PIL import Image
-from scipy.ndimage import binary_dilation
+from scipy.ndimage import binary_dilation, binary_erosion
 
 from faceedittalker.errors import InputError
-from faceedittalker.landmarks.regions import ATTRIBUTE_REGIONS, region_box
+from faceedittalker.landmarks.regions import ATTRIBUTE_REGIONS, attribute_region, region_box
 from faceedittalker.pipeline import FaceEditTalkerPipeline
 
 
@@ -52,9 +52,16 @@ def test_edit_region_keeps_the_rest_of_the_face_on_the_unedited_code(tiny_model)
               (("free", free), ("local", local))}  # fmt: skip
     assert change["local"][inside].mean() > 0.5 * change["free"][inside].mean()  # the edit still happens there
     assert change["local"][far].mean() < 0.5 * change["free"][far].mean()
-    # An attribute without a landmark region (hair) is edited over the whole frame, as without the option.
-    hair = pipe.edit_image(ASTRONAUT_PATH, "Blond_Hair", 0.8, edit_region=True)
-    np.testing.assert_array_equal(pipe.edit_image(ASTRONAUT_PATH, "Blond_Hair", 0.8).edited, hair.edited)
+    # An attribute without a region (Male) is edited over the whole frame, as without the option.
+    male = pipe.edit_image(ASTRONAUT_PATH, "Male", 0.8, edit_region=True)
+    np.testing.assert_array_equal(pipe.edit_image(ASTRONAUT_PATH, "Male", 0.8).edited, male.edited)
+    # The hair's region is the frame outside the inner face: the eyes, nose and mouth stay the reconstruction's.
+    hair = {region: pipe.edit_image(ASTRONAUT_PATH, "Blond_Hair", 0.8, edit_guidance=2.0, edit_region=region)
+            for region in (False, True)}  # fmt: skip
+    face = binary_erosion(~attribute_region(hair[True].crop.landmarks, "Blond_Hair", 32), iterations=3)
+    assert face.sum() >= 16
+    change = {region: np.abs(r.edited.astype(float) - r.reconstruction).mean(-1)[face] for region, r in hair.items()}
+    assert change[True].mean() < 0.5 * change[False].mean()
     with pytest.raises(InputError, match="edit_region must be true or false, got 'yes'"):
         pipe.edit_image(ASTRONAUT_PATH, "Eyeglasses", 0.5, edit_region="yes")
 

@@ -5,7 +5,9 @@ model it also moves what the attribute direction picked up by chance (the backgr
 region turns that into a local edit when asked (`edit_region=true` in the pipeline, beyond the paper): the edited
 and unedited noise predictions are blended by the mask of the attribute's region at every step, as blended
 diffusion does, so the rest of the frame follows the unedited code. The evaluation reads the same regions to
-measure how much an edit leaks outside them (masked PSNR).
+measure how much an edit leaks outside them (masked PSNR). Most regions are the box of a few landmark points (the
+eyes for Eyeglasses); the hair's is the frame outside the inner face's box (`HAIR_REGIONS`), so a hair colour edit
+leaves the eyes, nose, mouth and cheeks alone.
 """
 
 from __future__ import annotations
@@ -53,6 +55,11 @@ ATTRIBUTE_REGIONS: dict[str, list[int]] = {
     "Bangs": HAIRLINE + RIGHT_BROW_UPPER + LEFT_BROW_UPPER,  # the forehead down to the brows
     "Rosy_Cheeks": RIGHT_EYE_LOWER + LEFT_EYE_LOWER + CHEEKS + FACE_SIDES + [61, 291],  # lids to mouth corners
 }
+# CelebA's hair attributes: everything outside the box from the eyes to the chin, ear to ear (margin 0). The
+# renderer's brows and beards take the hair colour too; the region leaves them as they were.
+INNER_FACE = RIGHT_EYE + LEFT_EYE + JAW
+HAIR_REGIONS = {name: INNER_FACE for name in ("Black_Hair", "Blond_Hair", "Brown_Hair", "Gray_Hair", "Bald",
+                                              "Wavy_Hair", "Straight_Hair", "Receding_Hairline")}  # fmt: skip
 REGION_MARGIN = 0.2  # the points' box is widened by this share of its size on each side (and by 1 px)
 
 
@@ -68,19 +75,30 @@ def region_box(landmarks: np.ndarray, points: list[int], size: int, margin: floa
     return mask
 
 
-def region_points(attributes: Iterable[str]) -> list[int] | None:
-    """The union of the attributes' landmark points, or None when one of them has no region (the whole frame)."""
-    points: list[int] = []
-    for name in attributes:
-        if name not in ATTRIBUTE_REGIONS:
-            return None
-        points += ATTRIBUTE_REGIONS[name]
-    return sorted(set(points)) or None
+def has_region(attributes: Iterable[str]) -> bool:
+    """Whether every one of the (at least one) attributes has a region; otherwise an edit of them is global."""
+    names = list(attributes)
+    return bool(names) and all(n in ATTRIBUTE_REGIONS or n in HAIR_REGIONS for n in names)
 
 
-def region_masks(landmarks: np.ndarray, points: list[int], size: int) -> torch.Tensor:
-    """Per-frame soft masks (T, 1, size, size) in [0, 1] of the box of `points` in crop-normalised landmarks
-    (T, 478, 3): 1 inside, 0 outside, a two-pixel ramp between (a hard edge leaves a seam after denoising)."""
-    boxes = np.stack([region_box(frame, points, size) for frame in landmarks])  # (T, size, size)
-    masks = torch.from_numpy(boxes).float()[:, None]
+def attribute_region(landmarks: np.ndarray, attribute: str, size: int) -> np.ndarray | None:
+    """(size, size) bool: where `attribute` lives in a frame with crop-normalised landmarks (478, 3), or None (the
+    whole frame)."""
+    if attribute in ATTRIBUTE_REGIONS:
+        return region_box(landmarks, ATTRIBUTE_REGIONS[attribute], size)
+    if attribute in HAIR_REGIONS:
+        return ~region_box(landmarks, HAIR_REGIONS[attribute], size, margin=0.0)
+    return None
+
+
+def region_masks(landmarks: np.ndarray, attributes: Iterable[str], size: int) -> torch.Tensor | None:
+    """Per-frame soft masks (T, 1, size, size) in [0, 1] of the union of the attributes' regions in crop-normalised
+    landmarks (T, 478, 3): 1 inside, 0 outside, a two-pixel ramp between (a hard edge leaves a seam after
+    denoising); None when one of them has no region (the edit is global)."""
+    names = list(attributes)
+    if not has_region(names):
+        return None
+    regions = np.stack([np.logical_or.reduce([attribute_region(frame, n, size) for n in names])
+                        for frame in landmarks])  # (T, size, size)  # fmt: skip
+    masks = torch.from_numpy(regions).float()[:, None]
     return F.avg_pool2d(masks, 3, stride=1, padding=1, count_include_pad=False)

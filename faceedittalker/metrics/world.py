@@ -31,7 +31,7 @@ from faceedittalker.data.images import LabelledImageDataset
 from faceedittalker.data.portrait import crop_face
 from faceedittalker.data.preprocess import landmarks_to_crop
 from faceedittalker.landmarks.detector import FaceLandmarker
-from faceedittalker.landmarks.regions import ATTRIBUTE_REGIONS, region_box
+from faceedittalker.landmarks.regions import attribute_region, region_box
 from faceedittalker.landmarks.topology import LIP_POINTS, mouth_opening
 from faceedittalker.metrics.image import mouth_psnr, psnr
 from faceedittalker.metrics.judge import WorldJudge, pearson_r
@@ -114,10 +114,9 @@ def edit_goal(pipe: FaceEditTalkerPipeline, judge: WorldJudge, attribute: str, a
             crops.append(result.face)
             recons.append(result.reconstruction)
             edits.append(result.edited)
-            region = ATTRIBUTE_REGIONS.get(attribute)
+            region = attribute_region(result.crop.landmarks, attribute, result.edited.shape[0])
             if region is not None:
-                outside = ~region_box(result.crop.landmarks, region, result.edited.shape[0])
-                psnrs.append(masked_psnr(result.edited, result.reconstruction, outside))
+                psnrs.append(masked_psnr(result.edited, result.reconstruction, ~region))
         crops_j, recon_j, edit_j = (judge.judge(np.stack(x))["probabilities"] > 0.5 for x in (crops, recons, edits))
         wanted = not present
         figures[direction] = {
