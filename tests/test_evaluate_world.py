@@ -171,13 +171,15 @@ def test_custom_attribute_goal_edits_along_its_own_direction(tmp_path, tiny_judg
     used = []
     edit_image = pipe.edit_image
 
-    def recording(portrait, edit, alpha, steps=None):
-        used.append((edit, pipe.attribute_library.direction(edit).detach().clone(), alpha))
-        return edit_image(portrait, edit, alpha, steps=steps)
+    def recording(portrait, edit, alpha, steps=None, keep=()):
+        used.append((edit, pipe.attribute_library.direction(edit).detach().clone(), alpha, keep))
+        return edit_image(portrait, edit, alpha, steps=steps, keep=keep)
 
     monkeypatch.setattr(pipe, "edit_image", recording)
-    result = custom_attribute_goal(pipe, judge, "Eyeglasses", 0.5, faces=1, examples=4, steps=2)
-    assert [(e, a) for e, _, a in used] == [("Custom_Eyeglasses", 0.5), ("Custom_Eyeglasses", -0.5)]
+    result = custom_attribute_goal(pipe, judge, "Eyeglasses", 0.5, faces=1, examples=4, steps=2,
+                                   keep=["Male", "Eyeglasses"])  # fmt: skip
+    assert [(e, a) for e, _, a, _ in used] == [("Custom_Eyeglasses", 0.5), ("Custom_Eyeglasses", -0.5)]
+    assert all(k == ["Male"] for *_, k in used)  # the edited attribute itself is never kept
     custom = used[0][1]
     assert custom.norm().item() == pytest.approx(1.0, abs=1e-5)
     assert result["cosine_to_built_in_direction"] == pytest.approx(float(custom @ built_in), abs=1e-4)
