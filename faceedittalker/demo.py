@@ -81,9 +81,9 @@ class DemoRequest:
     steps: int | None
     seed: int
     save_landmarks: bool
-    edit_guidance: float | None = None
-    edit_region: bool | None = None
-    keep: tuple[str, ...] = ()
+    edit_guidance: float
+    edit_region: bool
+    keep: tuple[str, ...]
 
 
 def parse_request(
@@ -97,9 +97,9 @@ def parse_request(
     steps: float | None,
     seed: float | None,
     save_landmarks: bool,
-    edit_guidance: float | None = None,
-    edit_region: bool | None = None,
-    keep: Sequence[str] | None = None,
+    edit_guidance: float | None,
+    edit_region: bool,
+    keep: Sequence[str] | None,
 ) -> DemoRequest:
     """The widgets' values -> a `DemoRequest`; what only the page can get wrong (nothing uploaded, a number box
     left empty or not whole) is an `InputError` here; everything else is checked by the pipeline, as for the CLI."""
@@ -206,10 +206,10 @@ class DemoApp:
                         seed = gr.Number(0, precision=0, label="seed", elem_id="seed")
                         save_landmarks = gr.Checkbox(False, label="Show the landmark video beside it",
                                                      elem_id="landmarks")  # fmt: skip
-                        edit_guidance = gr.Number(float(getattr(self.pipeline, "edit_guidance", 0.0)), minimum=0,
+                        edit_guidance = gr.Number(float(self.pipeline.edit_guidance), minimum=0,
                                                   label="edit guidance (0: the paper's edit)",
                                                   elem_id="edit-guidance")  # fmt: skip
-                        edit_region = gr.Checkbox(bool(getattr(self.pipeline, "edit_region", False)),
+                        edit_region = gr.Checkbox(bool(self.pipeline.edit_region),
                                                   label="Confine each edit to its attribute's face region",
                                                   elem_id="edit-region")  # fmt: skip
                         keep = (gr.Dropdown(names, value=[], multiselect=True, label="Keep",

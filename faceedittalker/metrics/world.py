@@ -327,21 +327,24 @@ def world_picture(edit_images: dict, clip: dict, columns: int = 8, zoom: int = 4
     """(6 R zoom, columns R zoom, 3) uint8: rows reference crops | edited references | frames of the first clip
     without the edit | with it (P_ldm from the audio), then two rows of mouth-opening curves (truth and the
     judge's reading of each condition, each curve scaled to its own range)."""
-    def strip(images: list[np.ndarray]) -> np.ndarray:
-        size = images[0].shape[0] * zoom if images else 0
-        row = np.zeros((size, size * columns, 3), np.uint8)
-        for k, image in enumerate(images[:columns]):
-            row[:, k * size:(k + 1) * size] = cv2.resize(image, (size, size), interpolation=cv2.INTER_NEAREST)
-        return row
-
     frames = clip["frames"]
     plain, edited = frames["audio"], frames["audio_edited"]
     picks = np.linspace(0, len(plain) - 1, columns).round().astype(int)
-    rows = [strip(edit_images["face"]), strip(edit_images["edited"]), strip([plain[i] for i in picks]),
-            strip([edited[i] for i in picks])]  # fmt: skip
+    rows = [tile_row(images, columns, zoom) for images in (edit_images["face"], edit_images["edited"],
+                                                            [plain[i] for i in picks], [edited[i] for i in picks])]
     tile = rows[2].shape[0]
     rows.append(curve_panel(clip["curves"], width=tile * columns, height=2 * tile))
     return np.concatenate(rows, 0)
+
+
+def tile_row(images: list[np.ndarray], columns: int, zoom: int) -> np.ndarray:
+    """Square tiles (R, R, 3) side by side, enlarged `zoom` times (nearest neighbour), in a row of `columns`
+    slots (black where there are fewer images)."""
+    size = images[0].shape[0] * zoom if images else 0
+    row = np.zeros((size, size * columns, 3), np.uint8)
+    for k, image in enumerate(images[:columns]):
+        row[:, k * size:(k + 1) * size] = cv2.resize(image, (size, size), interpolation=cv2.INTER_NEAREST)
+    return row
 
 
 def table_picture(table_images: dict[str, dict], pairs: int = 4, zoom: int = 4) -> np.ndarray:
@@ -352,10 +355,7 @@ def table_picture(table_images: dict[str, dict], pairs: int = 4, zoom: int = 4) 
         for direction, shown in (("+", images), ("-", images["remove"])):
             tiles = [t for pair in zip(shown["reconstruction"][:pairs], shown["edited"][:pairs], strict=True)
                      for t in pair]  # fmt: skip
-            size = tiles[0].shape[0] * zoom
-            row = np.zeros((size, size * 2 * pairs, 3), np.uint8)
-            for k, tile in enumerate(tiles):
-                row[:, k * size:(k + 1) * size] = cv2.resize(tile, (size, size), interpolation=cv2.INTER_NEAREST)
+            row = tile_row(tiles, 2 * pairs, zoom)
             cv2.putText(row, f"{direction}{name}", (3, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1,
                         cv2.LINE_AA)  # fmt: skip
             rows.append(row)
