@@ -73,7 +73,7 @@ def measure(run: dict, settings: dict) -> dict:
     if settings["threads"]:
         torch.set_num_threads(settings["threads"])
     device = torch.device(settings["device"])
-    pipe = FaceEditTalkerPipeline.from_pretrained(run["model_path"], device=device)
+    pipe = FaceEditTalkerPipeline.from_pretrained(run["model_path"], device=device, upsample=run.get("upsample", True))
     model = pipe.video_model
     if run.get("invert_steps"):
         model.invert_steps = int(run["invert_steps"])
@@ -108,7 +108,7 @@ def measure(run: dict, settings: dict) -> dict:
     frames = result.num_frames
     report = {
         **{k: run.get(k) for k in ("name", "seconds", "precision", "frames")},
-        "num_frames": frames, "device": str(device), "threads": torch.get_num_threads(),
+        "num_frames": frames, "face_size": pipe.resolution, "device": str(device), "threads": torch.get_num_threads(),
         "steps": run.get("steps") or model.sample_steps, "invert_steps": model.invert_steps,
         "seconds_per_frame": {phase: result.timings[phase] / frames for phase in PHASES},
         "total_seconds": sum(result.timings.values()),

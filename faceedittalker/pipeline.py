@@ -12,6 +12,8 @@ A model is one folder (`FaceEditTalkerPipeline.from_pretrained(DIR)`):
     video_model/            TalkingHeadModel (talking_head.json, semantic_encoder/, unet/, landmark_encoder/)
     landmark_predictor/     P_ldm (config.json + safetensors)
     attribute_library/      the stage-2 classifier (optional; without it an edit is an error)
+    face_upsampler/         a learned x4 decoder of the generated face crops (optional, beyond the paper: a
+                            pixel-space model's 32 px frames become 128 px faces; stage 0, `stage0.target=upsampler`)
 
 The VAE and wav2vec2 are referenced (local path or hub id) and can be replaced at load time (`vae=`,
 `audio_encoder=`). Memory stays flat in the length of the speech: landmark images are drawn, E_ldm is run and
@@ -45,6 +47,7 @@ from faceedittalker.landmarks.regions import region_masks
 from faceedittalker.landmarks.render import render_sequence
 from faceedittalker.models.attributes import AttributeClassifier, check_new_attribute
 from faceedittalker.models.audio_encoder import CachedAudioEncoder, build_audio_encoder
+from faceedittalker.models.face_upsampler import FaceUpsampler
 from faceedittalker.models.feature_space import resolve_vae_reference
 from faceedittalker.models.landmark_predictor import LandmarkPredictor, predict_landmarks
 from faceedittalker.models.pretrained import FORMAT_VERSION, PretrainedFolder, atomic_folder
@@ -195,16 +198,19 @@ class FaceEditTalkerPipeline(PretrainedFolder):
     config_file = MODEL_INDEX
     description = "FaceEditTalker model"
     parts = {"video_model": TalkingHeadModel, "landmark_predictor": LandmarkPredictor,
-             "attribute_library": AttributeClassifier}  # fmt: skip
-    optional_parts = ("attribute_library",)
+             "attribute_library": AttributeClassifier, "face_upsampler": FaceUpsampler}  # fmt: skip
+    optional_parts = ("attribute_library", "face_upsampler")
 
     def __init__(self, video_model: TalkingHeadModel, landmark_predictor: LandmarkPredictor,
                  audio_encoder: CachedAudioEncoder, attribute_library: AttributeClassifier | None = None,
-                 decode_batch_size: int = 8, edit_guidance: float = 0.0, edit_region: bool = False):
+                 decode_batch_size: int = 8, edit_guidance: float = 0.0, edit_region: bool = False,
+                 face_upsampler: FaceUpsampler | None = None):
         self.video_model = video_model.eval()
         self.landmark_predictor = landmark_predictor.eval()
         self.audio_encoder = audio_encoder
         self.attribute_library = attribute_library.eval() if attribute_library is not None else None
+        # Decodes the video model's faces to `resolution`; None (or `pipe.face_upsampler = None`): its own size.
+        self.face_upsampler = face_upsampler.eval() if face_upsampler is not None else None
         self.decode_batch_size = decode_batch_size
         # The edit guidance of every edit unless a call gives its own: 0 is the paper's Eq. 3 alone
         # (`edit_guided`; a model folder may save the value its recipe was measured with).
@@ -232,13 +238,17 @@ class FaceEditTalkerPipeline(PretrainedFolder):
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, device: str | torch.device = "cpu",
-                        vae: str | None = None, audio_encoder: str | None = None) -> FaceEditTalkerPipeline:
-        """Load a model folder; `vae` and `audio_encoder` replace where the VAE / wav2vec2 weights are found."""
+                        vae: str | None = None, audio_encoder: str | None = None,
+                        upsample: bool = True) -> FaceEditTalkerPipeline:
+        """Load a model folder; `vae` and `audio_encoder` replace where the VAE / wav2vec2 weights are found;
+        `upsample=False` leaves out the folder's face upsampler (faces at the video model's own resolution)."""
         pipe = super().from_pretrained(directory, device=device, autoencoder_path=vae, audio_encoder=audio_encoder)
+        if not check_flag("upsample", upsample):
+            pipe.face_upsampler = None
         return pipe.to(device)
 
     def to(self, device: str | torch.device) -> FaceEditTalkerPipeline:
-        for module in (self.video_model, self.landmark_predictor, self.attribute_library):
+        for module in (self.video_model, self.landmark_predictor, self.attribute_library, self.face_upsampler):
             if module is not None:
                 module.to(device)
         return self
@@ -252,6 +262,18 @@ class FaceEditTalkerPipeline(PretrainedFolder):
         window's frames, once per request; on the trailing grid more steps give a truer Z_T, README "Steps")."""
         check_invert_steps(self.video_model.ddim, invert_steps)
         self.video_model.invert_steps = invert_steps
+
+    @property
+    def resolution(self) -> int:
+        """The side of the generated face crops: the video model's, times the face upsampler's scale if present."""
+        scale = self.face_upsampler.scale if self.face_upsampler is not None else 1
+        return self.video_model.resolution * scale
+
+    def decode(self, z0: torch.Tensor) -> torch.Tensor:
+        """Z0 (B, C, h, w) -> faces (B, 3, resolution, resolution) in [-1, 1]: the image decoder, then the face
+        upsampler if the model has one."""
+        faces = self.video_model.autoencoder.decode(z0)  # (B, 3, R, R)
+        return faces if self.face_upsampler is None else self.face_upsampler.upsample(faces)
 
     @property
     def attribute_names(self) -> list[str]:
@@ -392,7 +414,7 @@ class FaceEditTalkerPipeline(PretrainedFolder):
                 part = slice(start, min(start + self.decode_batch_size, num_frames))
                 with timer("decoding"):
                     with autocast:
-                        decoded = model.autoencoder.decode(z0[0, part])  # (b, 3, R, R) in [-1, 1]
+                        decoded = self.decode(z0[0, part])  # (b, 3, R', R') in [-1, 1]
                     faces = to_uint8(decoded.float())
                     pasted = [blend(face_frame) for face_frame in faces] if blend is not None else list(faces)
                 with timer("writing"):
@@ -438,7 +460,7 @@ class FaceEditTalkerPipeline(PretrainedFolder):
         mask = self.edit_mask(edits, crop.landmarks[None], z_T.shape[-1], region)  # (1, 1, 1, h, w) or None
         edited = self.decode_still(z_T, self.edited_codes(z_sem, edits, 1), reference_image, steps,
                                    unedited_z_sem=z_sem, edit_guidance=guidance, edit_mask=mask)  # fmt: skip
-        return EditedPortrait(portrait=image, crop=crop, face=crop_face(image, crop, self.video_model.resolution),
+        return EditedPortrait(portrait=image, crop=crop, face=crop_face(image, crop, self.resolution),
                               reconstruction=reconstruction, edited=edited, pasted=PasteBack(image, crop)(edited))
 
     @torch.no_grad()
@@ -478,7 +500,7 @@ class FaceEditTalkerPipeline(PretrainedFolder):
         still = landmark_image[:, None].expand(1, model.num_frames, -1, -1, -1)
         z0 = model.denoise(z_T, z_sem, still, landmark_image, model.num_frames, steps, unedited_z_sem=unedited_z_sem,
                            edit_guidance=edit_guidance, edit_mask=edit_mask)  # fmt: skip
-        return to_uint8(model.autoencoder.decode(z0[:, 0]).float())[0]
+        return to_uint8(self.decode(z0[:, 0]).float())[0]
 
     def _autocast(self, precision: str) -> contextlib.AbstractContextManager:
         if precision == "fp32":
@@ -496,8 +518,13 @@ def check_edit_guidance(scale: object) -> float:
 
 def check_edit_region(value: object) -> bool:
     """`edit_region` must be true or false, or an `InputError`."""
+    return check_flag("edit_region", value)
+
+
+def check_flag(name: str, value: object) -> bool:
+    """A true / false option, or an `InputError` naming it."""
     if not isinstance(value, bool):
-        raise InputError(f"edit_region must be true or false, got {value!r}")
+        raise InputError(f"{name} must be true or false, got {value!r}")
     return value
 
 
@@ -538,7 +565,8 @@ def _beside(frame: np.ndarray, landmarks: np.ndarray, size: int) -> np.ndarray:
 # ----- assembling a model folder from the stage runs ---------------------------------------------------------
 def assemble_model(video: str | os.PathLike, landmarks: str | os.PathLike, output: str | os.PathLike,
                    attributes: str | os.PathLike | None = None, overwrite: bool = False, copy_vae: bool = True,
-                   edit_guidance: float = 0.0, edit_region: bool = False) -> Path:
+                   edit_guidance: float = 0.0, edit_region: bool = False,
+                   upsampler: str | os.PathLike | None = None) -> Path:
     """One model folder from the stage exports: the stage-3 video export (`talking_head.json`, E_sem, eps_theta,
     E_ldm), the stage-3 landmark export (`landmark_predictor/`, `audio_encoder.json`) and optionally the stage-2
     export (`attribute_classifier/`). Files are copied (no weights are re-saved); the folder is written under a
@@ -548,7 +576,8 @@ def assemble_model(video: str | os.PathLike, landmarks: str | os.PathLike, outpu
     downloaded SD-VAE) is copied into `video_model/autoencoder/` and named relatively, so the model folder works
     on any machine; a hub id stays a reference (and `copy_vae=False` keeps any VAE a reference).
     `edit_guidance` and `edit_region` are the model's edit defaults (`FaceEditTalkerPipeline`; 0 and False: the
-    paper's Eq. 3)."""
+    paper's Eq. 3). `upsampler` is a stage-0 upsampler export (`face_upsampler/`, beyond the paper) whose x4
+    decoder the model then applies to every generated face."""
     from faceedittalker.models.audio_encoder import audio_encoder_settings
     from faceedittalker.stages.stage3_landmarks import AUDIO_ENCODER_FILE
 
@@ -576,6 +605,7 @@ def assemble_model(video: str | os.PathLike, landmarks: str | os.PathLike, outpu
         if (attribute_dir / "attribute_classifier").is_dir():
             attribute_dir = attribute_dir / "attribute_classifier"
         _check_weights(attribute_dir, f"stage-2 export {attributes}")
+    upsampler_dir = _upsampler_folder(upsampler) if upsampler else None
     with atomic_folder(output, overwrite) as tmp:
         target = tmp / "video_model"
         target.mkdir()
@@ -589,12 +619,16 @@ def assemble_model(video: str | os.PathLike, landmarks: str | os.PathLike, outpu
         shutil.copytree(landmark_dir / "landmark_predictor", tmp / "landmark_predictor")
         if attribute_dir is not None:
             shutil.copytree(attribute_dir, tmp / "attribute_library")
+        if upsampler_dir is not None:
+            shutil.copytree(upsampler_dir, tmp / "face_upsampler")
         index = {"_class_name": FaceEditTalkerPipeline.__name__, "format_version": FORMAT_VERSION,
                  "faceedittalker_version": __version__, "video_model": TalkingHeadModel.__name__,
                  "landmark_predictor": LandmarkPredictor.__name__, "audio_encoder": audio_settings,
                  "decode_batch_size": 8, "edit_guidance": edit_guidance, "edit_region": edit_region}  # fmt: skip
         if attribute_dir is not None:
             index["attribute_library"] = AttributeClassifier.__name__
+        if upsampler_dir is not None:
+            index["face_upsampler"] = FaceUpsampler.__name__
         write_json_atomic(tmp / MODEL_INDEX, index)
     return Path(output)
 
@@ -662,6 +696,44 @@ def add_attribute(model: str | os.PathLike, name: str, positive: Sequence[str | 
         shutil.copytree(directory, tmp, dirs_exist_ok=True)
         write(tmp)
     return Path(output).expanduser()
+
+
+def add_upsampler(model: str | os.PathLike, upsampler: str | os.PathLike, output: str | os.PathLike | None = None
+                  ) -> Path:
+    """Put the face upsampler of a stage-0 upsampler export into the model folder `model` (replacing one it has),
+    or into a copy at `output`; the folder is complete with it or unchanged. It is fully convolutional, so it runs
+    on any video model's faces; it suits those whose size it was trained to upsample (`experiment=tiny/upsampler`:
+    32 px faces to 128 px)."""
+    directory, config = FaceEditTalkerPipeline.read_config(model)
+    source = _upsampler_folder(upsampler)
+
+    def write(folder: Path) -> None:
+        with atomic_directory(folder / "face_upsampler") as tmp:
+            shutil.copytree(source, tmp, dirs_exist_ok=True)
+        write_json_atomic(folder / MODEL_INDEX, {**config, "face_upsampler": FaceUpsampler.__name__})
+
+    if output is None:
+        write(directory)
+        return directory
+    if Path(output).expanduser().exists():
+        raise InputError(f"{output} exists already; give a new output folder (or none, to add to {directory})")
+    with atomic_folder(output) as tmp:
+        shutil.copytree(directory, tmp, dirs_exist_ok=True)
+        write(tmp)
+    return Path(output).expanduser()
+
+
+def _upsampler_folder(upsampler: str | os.PathLike) -> Path:
+    """The `face_upsampler/` folder of a stage-0 upsampler export (or that folder itself), checked."""
+    folder = Path(upsampler).expanduser()
+    if (folder / "face_upsampler").is_dir():
+        folder = folder / "face_upsampler"
+    _check_weights(folder, f"stage-0 upsampler export {upsampler}")
+    try:
+        FaceUpsampler.from_pretrained(folder, use_safetensors=True)
+    except (OSError, ValueError, RuntimeError, KeyError, TypeError) as err:
+        raise InputError(f"cannot load the face upsampler in {folder}: {str(err).splitlines()[0]}") from err
+    return folder
 
 
 def _check_weights(folder: Path, what: str) -> None:

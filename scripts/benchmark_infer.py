@@ -40,7 +40,8 @@ def table(reports: list[dict]) -> str:
             total += f" ({measured - per['denoising'] + default:.1f} at {r['default_evaluations_per_frame']:.1f} ev.)"
         peak = f"{r['peak_memory_mb']:.0f}" + (f" (+{r['peak_over_loaded_mb']:.0f})" if "peak_over_loaded_mb" in r
                                               else "")  # fmt: skip
-        lines.append(f"| {r['name']} | {r['seconds']} s ({r['num_frames']} frames) | {r['precision']} | {r['steps']} "
+        name = f"{r['name']} ({r.get('face_size', '?')} px)"
+        lines.append(f"| {name} | {r['seconds']} s ({r['num_frames']} frames) | {r['precision']} | {r['steps']} "
                      f"| {r['evaluations_per_frame']:.2f} | " + " | ".join(cells) + f" | {total} | {peak} |")
     return "\n".join(lines)
 

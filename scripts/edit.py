@@ -49,7 +49,8 @@ def main(cfg: DictConfig) -> Path:
         raise InputError(f"output folder not found: {output.parent}")
     torch.manual_seed(cfg.seed)
     device = resolve_device(cfg.device)
-    pipe = FaceEditTalkerPipeline.from_pretrained(cfg.model or DEMO_MODEL, device=device, vae=cfg.vae)
+    pipe = FaceEditTalkerPipeline.from_pretrained(cfg.model or DEMO_MODEL, device=device, vae=cfg.vae,
+                                                  upsample=cfg.upsample)  # fmt: skip
     if cfg.sweep:
         name, strength = next(iter(request.alphas.items()))
         alphas = np.linspace(-abs(strength), abs(strength), SWEEP_COLUMNS)

@@ -48,7 +48,7 @@ def main(cfg: DictConfig) -> None:
         raise InputError(f"custom_examples must be 0 (skip) or >= {MIN_EXAMPLES}, got {cfg.custom_examples}")
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
-    pipe = FaceEditTalkerPipeline.from_pretrained(cfg.model, device=cfg.device)
+    pipe = FaceEditTalkerPipeline.from_pretrained(cfg.model, device=cfg.device, upsample=cfg.upsample)
     if cfg.invert_steps is not None:
         pipe.set_invert_steps(cfg.invert_steps)
     if cfg.edit_guidance is not None:
@@ -56,7 +56,7 @@ def main(cfg: DictConfig) -> None:
     if cfg.edit_region is not None:
         pipe.edit_region = check_edit_region(cfg.edit_region)
     judge, judge_report = load_judge(cfg.judge, cfg.device)
-    resolution = pipe.video_model.resolution
+    resolution = pipe.resolution  # the generated faces' (after the face upsampler, if any)
     if resolution % judge.config.resolution:  # a finer model is read area-downsampled, as the judge's renders are
         raise InputError(f"the judge reads {judge.config.resolution} px faces, the model makes {resolution} px ones, "
                          f"not a whole multiple (train one: scripts/train_judge.py resolution={resolution})")
@@ -93,8 +93,9 @@ def main(cfg: DictConfig) -> None:
     seconds["lipsync"] = round(time.perf_counter() - start - sum(seconds.values()), 1)
     result = {"settings": {k: cfg[k] for k in ("model", "judge", "faces", "clips", "clip_seconds", "probe_faces",
                                                "edit", "alpha", "steps", "invert_steps", "portrait_size", "seed",
-                                               "custom_examples", "moving_heads")}
-                           | {"edit_guidance": pipe.edit_guidance, "edit_region": pipe.edit_region,  # as used
+                                               "custom_examples", "moving_heads", "upsample")}
+                           | {"face_size": pipe.resolution, "edit_guidance": pipe.edit_guidance,  # as used
+                              "edit_region": pipe.edit_region,
                               "edit_table": table, "keep": keep},
               "judge_held_out": judge_report["held_out"], "goal1_semantics": semantics, "goal2_edit": edits,
               "goal2_table": edit_table, "goal2_custom_attribute": custom,

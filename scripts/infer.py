@@ -37,7 +37,7 @@ def main(cfg: DictConfig) -> Path:
         output.parent.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)
     pipe = FaceEditTalkerPipeline.from_pretrained(cfg.model or DEMO_MODEL, device=device, vae=cfg.vae,
-                                                  audio_encoder=cfg.audio_encoder)  # fmt: skip
+                                                  audio_encoder=cfg.audio_encoder, upsample=cfg.upsample)  # fmt: skip
     if cfg.invert_steps is not None:
         pipe.set_invert_steps(cfg.invert_steps)
     landmarks = output.with_name(f"{output.stem}_landmarks.mp4") if cfg.save_landmarks else None

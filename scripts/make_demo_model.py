@@ -5,8 +5,8 @@
 Runs (or reuses) `scripts/quickstart.py output=...` with the tiny recipes' own training budgets (the quickstart
 shortens them to fit its 20 minutes) except stage 3, trained 2000 steps instead of tiny/stage3's 400 (where the
 frames start to follow the landmarks; tiny/stage3 weighs Eq. 13 x5 in the mouth box: README, "The paper's
-two effects"), then copies its model folder into the package assets. About 50 minutes on 2 idle CPU cores
-(stage 1: 17, stage 3: ~25).
+two effects"), then copies its model folder into the package assets. About 75 minutes on 2 idle CPU cores
+(stage 1: 17, stage 3: ~25, the face upsampler: ~25).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def main() -> None:
     run = Path(args[0].split("=", 1)[1]).expanduser().resolve()
     recipes = [a for a in sys.argv[1:] if a.startswith("quickstart=")]  # quickstart=tiny_latent: the 128 px chain
     latent = any(a.endswith("=tiny_latent") for a in recipes)
-    stages = ("stage0",) * latent + ("stage1", "stage2", "landmarks")
+    stages = ("stage0",) * latent + ("stage1", "stage2", "landmarks") + ("upsampler",) * (not latent)
     stage3 = "null" if latent else DEMO_STAGE3_STEPS  # tiny_latent/stage3 keeps its own (2500)
     full_budgets = [f"max_steps.{stage}=null" for stage in stages] + [f"max_steps.stage3={stage3}"]
     subprocess.run([sys.executable, str(SCRIPTS / "quickstart.py"), f"output={run}", *recipes, *full_budgets],

@@ -9,8 +9,9 @@ training budget, shorter than the recipe's by default so that the whole run fits
   2. stage 2 (Alg. 2), the attribute library       experiment=tiny/stage2
   3. P_ldm (audio -> landmarks) on synthetic clips experiment=tiny/landmarks
   4. stage 3 (Alg. 3), the video model             experiment=tiny/stage3
-  5. the model folder (scripts/export_model.py)
-  6. Alg. 4 on a held-out synthetic portrait and committed speech (scripts/infer.py) -> <output>/quickstart.mp4
+  5. the face upsampler (32 px -> 128 px faces)     experiment=tiny/upsampler (stage 0, beyond the paper)
+  6. the model folder (scripts/export_model.py)
+  7. Alg. 4 on a held-out synthetic portrait and committed speech (scripts/infer.py) -> <output>/quickstart.mp4
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ def steps(out: Path, cfg: DictConfig) -> list[tuple[str, list[str]]]:
 
     latent = bool(cfg.recipes.get("stage0"))  # a VAE of the world's own first (stage 0), then stages in its latents
     vae = [f"autoencoder.pretrained={out / 'stage0' / 'export' / 'autoencoder'}"] if latent else []
+    upsample = bool(cfg.recipes.get("upsampler"))  # a pixel-space model's faces decoded x4 (32 px -> 128 px)
 
     def train(name: str, *extra: str) -> list[str]:
         budget = cfg.max_steps.get(name)
@@ -55,8 +57,10 @@ def steps(out: Path, cfg: DictConfig) -> list[tuple[str, list[str]]]:
         ("stage2", train("stage2", f"stage2.feature_space={out / 'stage1' / 'export'}", *vae)),
         ("landmarks", train("landmarks")),
         ("stage3", train("stage3", f"stage3.feature_space={out / 'stage1' / 'export'}", *vae)),
+        *([("upsampler", train("upsampler"))] if upsample else []),
         ("model", ["export_model.py", f"video={out / 'stage3' / 'export'}", f"landmarks={out / 'landmarks' / 'export'}",
                    f"attributes={out / 'stage2' / 'export'}", f"output={out / 'model'}",
+                   *([f"upsampler={out / 'upsampler' / 'export'}"] if upsample else []),
                    *list(cfg.overrides.get("model") or [])]),  # the model's edit defaults (export_model.yaml)
         ("video", ["infer.py", f"ref={out / 'portrait.png'}", f"audio={speech}", f"model={out / 'model'}", *edit,
                    f"output={out / 'quickstart.mp4'}"]),

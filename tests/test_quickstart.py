@@ -27,16 +27,19 @@ def test_quickstart_runs_every_step_with_its_budget_and_skips_what_is_done(monke
     calls = recorded_commands(monkeypatch)
     assert run_script_main(monkeypatch, "quickstart.py", f"output={tmp_path}") == 0
     scripts = [call[0] for call in calls]
-    assert scripts == ["train.py"] * 4 + ["export_model.py", "infer.py"]
-    by_stage = {call[1].removeprefix("experiment=tiny/").removesuffix("_v"): call for call in calls[:4]}
-    assert list(by_stage) == ["stage1", "stage2", "landmarks", "stage3"]
+    assert scripts == ["train.py"] * 5 + ["export_model.py", "infer.py"]
+    by_stage = {call[1].removeprefix("experiment=tiny/").removesuffix("_v"): call for call in calls[:5]}
+    assert list(by_stage) == ["stage1", "stage2", "landmarks", "stage3", "upsampler"]
+    # The face upsampler (32 px -> 128 px), on a shorter budget than its recipe's, goes into the model folder.
+    assert "trainer.max_steps=600" in by_stage["upsampler"]
+    assert f"upsampler={tmp_path / 'upsampler' / 'export'}" in calls[5]
     assert by_stage["stage1"][1] == "experiment=tiny/stage1_v"  # the v-MSE stage 1, whose z_sem edits
     assert "trainer.max_steps=300" in by_stage["stage3"] and "trainer.max_steps=1000" in by_stage["landmarks"]
     assert "trainer.max_steps=1000" in by_stage["stage1"]
     # The demo model's sampler: UniPC-3 on the trailing grid (stage 1's diffusion block), a 100-step inversion.
     assert {"diffusion.solver=unipc", "diffusion.timestep_spacing=trailing"} <= set(by_stage["stage1"])
     assert "sampling.invert_steps=100" in by_stage["stage3"]
-    assert {"edit_guidance=1.0", "edit_region=true"} <= set(calls[4])  # the demo model's edit defaults
+    assert {"edit_guidance=1.0", "edit_region=true"} <= set(calls[5])  # the demo model's edit defaults
     assert not any(arg.startswith("trainer.max_steps") for arg in by_stage["stage2"])
     assert f"stage3.feature_space={tmp_path / 'stage1' / 'export'}" in by_stage["stage3"]
     assert f"output={tmp_path / 'quickstart.mp4'}" in calls[-1] and "edit=Blond_Hair" in calls[-1]

@@ -256,7 +256,7 @@ def lipsync_goal(pipe: FaceEditTalkerPipeline, judge: WorldJudge, attribute: str
             true_crop = landmarks_to_crop(clip["landmarks"], crop.crop_box, width, height)  # (T, 478, 3)
             rest_crop = landmarks_to_crop(clip["rest_landmarks"], crop.crop_box, width, height)
             truth = mouth_opening(true_crop)  # (T,) crop heights, the judge's units
-            truth_frames = np.stack([crop_face(f, crop, pipe.video_model.resolution) for f in clip["frames"]])
+            truth_frames = np.stack([crop_face(f, crop, pipe.resolution) for f in clip["frames"]])  # the frames' size
             curves = {"truth": truth, "judge_on_truth": judge.judge(truth_frames)["opening"]}
             brightness["truth_frames"].append(pearson_r(mouth_brightness(truth_frames, true_crop), truth))
             read["truth_frames"].append(detected_r(landmarker_opening(truth_frames, landmarker), truth))
@@ -286,7 +286,7 @@ def lipsync_goal(pipe: FaceEditTalkerPipeline, judge: WorldJudge, attribute: str
                 if condition == "audio":
                     per_clip["p_ldm_landmarks"].append(pearson_r(mouth_opening(out.landmarks[:count]), truth[:count]))
                     lip_error = np.abs(out.landmarks[:count, LIP_POINTS, :2] - true_crop[:count, LIP_POINTS, :2])
-                    p_ldm_lip_error.append(float(lip_error.mean()) * pipe.video_model.resolution)  # px of the frames
+                    p_ldm_lip_error.append(float(lip_error.mean()) * pipe.video_model.resolution)  # model's px
             per_clip["judge_on_truth"].append(pearson_r(curves["judge_on_truth"], truth))
             if c == 0:
                 shown = {"frames": frames, "curves": curves}

@@ -1,0 +1,141 @@
+"""The face upsampler (beyond the paper): the model, its stage-0 training, and a model folder that decodes x4."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from helpers import compose_train_config, run_script_main, tiny_overrides
+from PIL import Image
+
+from faceedittalker.errors import InputError
+from faceedittalker.models.face_upsampler import FaceUpsampler
+from faceedittalker.pipeline import FaceEditTalkerPipeline, add_upsampler
+from faceedittalker.stages import STAGES
+from faceedittalker.stages.stage0_upsampler import degrade
+from faceedittalker.training.trainer import Trainer
+
+TINY = {"scale": 4, "block_out_channels": [8, 8, 8], "norm_num_groups": 4}
+
+
+def test_an_untrained_upsampler_is_bicubic_and_its_shape_is_scale_times_the_input():
+    upsampler = FaceUpsampler(**TINY)
+    faces = torch.rand(3, 3, 8, 8) * 2 - 1
+    bicubic = F.interpolate(faces, scale_factor=4, mode="bicubic", align_corners=False)
+    torch.testing.assert_close(upsampler(faces), bicubic)  # the residual starts at zero
+    out = upsampler.upsample(faces, batch_size=2)
+    assert out.shape == (3, 3, 32, 32) and float(out.abs().max()) <= 1.0
+    with pytest.raises(ValueError, match="levels"):
+        FaceUpsampler(scale=4, block_out_channels=[8, 8])
+
+
+def test_degrade_blurs_and_noises_within_its_bounds():
+    faces = torch.rand(4, 3, 16, 16) * 1.6 - 0.8
+    torch.testing.assert_close(degrade(faces, 0.0, 0.0), faces)
+    torch.manual_seed(0)
+    blurred = degrade(faces, 1.0, 0.0)
+    # A blur keeps each image's mean (up to the replicated border) and lowers its pixel-to-pixel differences.
+    assert torch.allclose(blurred.mean((1, 2, 3)), faces.mean((1, 2, 3)), atol=0.02)
+    assert float(blurred.diff(dim=-1).abs().mean()) < float(faces.diff(dim=-1).abs().mean())
+    torch.manual_seed(0)
+    noised = degrade(faces, 0.0, 0.05)
+    assert 0.0 < float((noised - faces).std()) < 0.05
+
+
+def test_stage0_trains_an_upsampler_better_than_bicubic_and_exports_it(tmp_path, tiny_cache):
+    steps = 120
+    cfg = compose_train_config(tiny_overrides(
+        tiny_cache, "resolution=32", "stage0.crop_size=32", "stage0.scale_images=16",
+        "stage0.upsampler.model.block_out_channels=[16,16,16]", "stage0.upsampler.model.norm_num_groups=4",
+        f"trainer.max_steps={steps}", f"trainer.checkpoint_every={steps}", f"trainer.sample_every={steps}",
+        "trainer.batch_size=8", "trainer.optimizer.lr=2e-3", "trainer.lr_warmup_steps=1",
+        experiment="tiny/upsampler"))  # fmt: skip
+    assert cfg.stage == 0 and cfg.stage0.target == "upsampler"
+    run_dir = tmp_path / "upsampler"
+    export = Trainer(cfg, STAGES[cfg.stage](cfg), run_dir).fit()
+    metrics = json.loads((export / "upsampler_metrics.json").read_text())
+    assert (metrics["scale"], metrics["resolution"], metrics["images"]) == (4, 32, 16)
+    assert metrics["psnr_db"] > metrics["bicubic_psnr_db"] + 0.3, metrics  # it learned the faces' detail
+    upsampler = FaceUpsampler.from_pretrained(export / "face_upsampler", use_safetensors=True)
+    assert upsampler.scale == 4 and upsampler.upsample(torch.zeros(1, 3, 8, 8)).shape == (1, 3, 32, 32)
+    grid = np.asarray(Image.open(run_dir / "samples" / f"step-{steps:08d}.png"))
+    assert grid.shape[1] == 3 * 34 + 2  # input | bicubic | upsampler
+    # A stage-0 target that does not exist is one clear error.
+    bad = compose_train_config(tiny_overrides(tiny_cache, "stage0.target=superres", experiment="tiny/upsampler"))
+    with pytest.raises(InputError, match="stage0.target=superres"):
+        STAGES[0](bad)
+
+
+@pytest.fixture(scope="module")
+def upsampler_export(tmp_path_factory):
+    """An upsampler export as stage 0 writes it: a random residual (not zero), so its frames differ from bicubic."""
+    folder = tmp_path_factory.mktemp("upsampler") / "export"
+    torch.manual_seed(0)
+    upsampler = FaceUpsampler(**TINY)
+    torch.nn.init.normal_(upsampler.decoder.conv_out.weight, std=1e-3)
+    upsampler.save_pretrained(folder / "face_upsampler", safe_serialization=True)
+    return folder
+
+
+def test_a_model_with_an_upsampler_makes_faces_four_times_larger(tiny_model, upsampler_export, short_speech,
+                                                                  tmp_path, monkeypatch):
+    model = tmp_path / "model"
+    assert run_script_main(monkeypatch, "export_model.py", f"model={tiny_model}", f"upsampler={upsampler_export}",
+                           f"output={model}") == 0  # fmt: skip
+    index = json.loads((model / "model_index.json").read_text())
+    assert index["face_upsampler"] == "FaceUpsampler" and "face_upsampler" not in json.loads(
+        (tiny_model / "model_index.json").read_text())  # a copy: the source folder is unchanged
+    pipe = FaceEditTalkerPipeline.from_pretrained(model)
+    plain = FaceEditTalkerPipeline.from_pretrained(model, upsample=False)
+    assert (pipe.resolution, plain.resolution) == (128, 32) and plain.face_upsampler is None
+    big = pipe(_portrait(), short_speech, paste_back=False, progress=False)
+    small = plain(_portrait(), short_speech, paste_back=False, progress=False)
+    assert big.frames.shape[1:] == (128, 128, 3) and small.frames.shape[1:] == (32, 32, 3)
+    # The same denoised faces, then the upsampler: the large frames are the small ones upsampled (up to the
+    # small frames' rounding to uint8).
+    small_faces = torch.from_numpy(small.frames).permute(0, 3, 1, 2).float() / 127.5 - 1  # (T, 3, 32, 32)
+    expected = ((pipe.face_upsampler.upsample(small_faces) + 1) * 127.5).permute(0, 2, 3, 1).numpy()
+    assert np.abs(big.frames.astype(np.float32) - expected).max() <= 2.5
+    assert not np.allclose(big.frames, _bicubic(small.frames), atol=1)  # the learned residual is applied
+    # edit_image returns the input face, the reconstruction and the edit at the upsampled size.
+    edited = pipe.edit_image(_portrait(), "Eyeglasses", 0.5, steps=2)
+    assert edited.face.shape == edited.reconstruction.shape == edited.edited.shape == (128, 128, 3)
+
+
+def test_adding_an_upsampler_checks_its_folder_and_writes_nothing_on_error(tiny_model, tmp_path, monkeypatch,
+                                                                            capsys):
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model, model)
+    before = (model / "model_index.json").read_text()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert run_script_main(monkeypatch, "export_model.py", f"model={model}", f"upsampler={empty}") == 2
+    assert "upsampler export" in capsys.readouterr().err
+    assert run_script_main(monkeypatch, "export_model.py", f"model={model}") == 2
+    assert "give upsampler=" in capsys.readouterr().err
+    assert (model / "model_index.json").read_text() == before and not (model / "face_upsampler").exists()
+    broken = tmp_path / "broken" / "face_upsampler"
+    broken.mkdir(parents=True)
+    (broken / "config.json").write_text(json.dumps({"_class_name": "FaceUpsampler", "scale": 4,
+                                                    "block_out_channels": [8, 8]}))  # fmt: skip
+    (broken / "diffusion_pytorch_model.safetensors").write_bytes(b"not weights")
+    with pytest.raises(InputError, match="cannot load the face upsampler"):
+        add_upsampler(model, broken.parent)
+    assert (model / "model_index.json").read_text() == before
+    with pytest.raises(InputError, match="upsample must be true or false"):
+        FaceEditTalkerPipeline.from_pretrained(model, upsample="yes")
+
+
+def _bicubic(frames: np.ndarray) -> np.ndarray:
+    faces = torch.from_numpy(frames).permute(0, 3, 1, 2).float()
+    return F.interpolate(faces, scale_factor=4, mode="bicubic", align_corners=False).permute(0, 2, 3, 1).numpy()
+
+
+def _portrait() -> np.ndarray:
+    from faceedittalker.synthetic.sets import held_out_portrait
+
+    return held_out_portrait(0, 256)[0]
