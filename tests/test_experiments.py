@@ -17,6 +17,7 @@ EXPECTED = {
     "tiny/stage2": (2, "video", 2000, 8, 32, PAPER_LDM),
     "tiny/stage3": (3, "video", 400, 2, 32, PAPER_LDM),
     "tiny/landmarks": (3, "landmarks", 1500, 16, 32, PAPER_LDM),
+    "tiny/upsampler": (0, "video", 4000, 16, 128, PAPER_LDM),  # stage 0, target upsampler: 32 px -> 128 px faces
     "paper/stage1": (1, "video", 500000, 16, 512, PAPER_LDM),
     "paper/stage2": (2, "video", 10000, 16, 512, PAPER_LDM),
     "paper/stage3": (3, "video", 40000, 16, 512, PAPER_LDM),

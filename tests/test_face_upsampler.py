@@ -53,6 +53,7 @@ def test_stage0_trains_an_upsampler_better_than_bicubic_and_exports_it(tmp_path,
         "stage0.upsampler.model.block_out_channels=[16,16,16]", "stage0.upsampler.model.norm_num_groups=4",
         f"trainer.max_steps={steps}", f"trainer.checkpoint_every={steps}", f"trainer.sample_every={steps}",
         "trainer.batch_size=8", "trainer.optimizer.lr=2e-3", "trainer.lr_warmup_steps=1",
+        "trainer.mixed_precision=no",  # Accelerate's state is one per process: the other tests' runs are fp32
         experiment="tiny/upsampler"))  # fmt: skip
     assert cfg.stage == 0 and cfg.stage0.target == "upsampler"
     run_dir = tmp_path / "upsampler"

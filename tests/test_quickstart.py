@@ -54,7 +54,8 @@ def test_quickstart_runs_every_step_with_its_budget_and_skips_what_is_done(monke
 def test_quickstart_budgets_can_be_the_recipes_own(monkeypatch, tmp_path):
     calls = recorded_commands(monkeypatch)
     assert run_script_main(monkeypatch, "quickstart.py", f"output={tmp_path}", "max_steps.stage3=null",
-                           "max_steps.landmarks=null", "max_steps.stage1=50") == 0  # fmt: skip
+                           "max_steps.landmarks=null", "max_steps.upsampler=null",
+                           "max_steps.stage1=50") == 0  # fmt: skip
     train = [call for call in calls if call[0] == "train.py"]
     assert [arg for call in train for arg in call if arg.startswith("trainer.max_steps")] == ["trainer.max_steps=50"]
 
