@@ -7,10 +7,11 @@ Goal 1: linear-probe AUC of z_sem per attribute vs 8 x 8 pixels; goal 2: edit su
 on held-out faces, other attributes kept, PSNR outside the edited region; goal 3: Pearson r of the judge's mouth
 opening on generated frames vs the truth, driven by true landmarks, frozen reference landmarks and P_ldm from the
 audio; goal 4: the same with the edit; and the edit along a user-defined attribute fitted from custom_examples
-+ custom_examples example faces (add_attribute's path), scored as goal 2. Writes <output>/world.json and
-<output>/world.png (rows: references, edited references, frames without / with the edit, mouth-opening curves),
-with `edit_table=[...]` also <output>/world_table.png (per attribute: reconstructions | edits, adding and removing),
-and prints a summary.
++ custom_examples example faces (add_attribute's path), scored as goal 2; goal 5, for a model with a face
+upsampler: its PSNR against the held-out faces' crops at the generated size, beside bicubic's. Writes
+<output>/world.json and <output>/world.png (rows: references, edited references, frames without / with the edit,
+mouth-opening curves), with `edit_table=[...]` also <output>/world_table.png (per attribute: reconstructions |
+edits, adding and removing), and prints a summary.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from faceedittalker.metrics.world import (
     lipsync_goal,
     semantics_goal,
     table_picture,
+    upsampler_goal,
     world_picture,
 )
 from faceedittalker.models.attributes import MIN_EXAMPLES
@@ -42,8 +44,8 @@ from faceedittalker.utils.files import atomic_write, write_json_atomic
 @hydra.main(config_path=str(CONFIGS_DIR), config_name="evaluate_world", version_base="1.3")
 @exit_on_input_error
 def main(cfg: DictConfig) -> None:
-    if cfg.faces < 1 or cfg.clips < 1 or cfg.clip_seconds < 1 or cfg.probe_faces < 10:
-        raise InputError("need faces >= 1, clips >= 1, clip_seconds >= 1 and probe_faces >= 10")
+    if cfg.faces < 1 or cfg.clips < 1 or cfg.clip_seconds < 1 or cfg.probe_faces < 10 or cfg.upsampler_faces < 1:
+        raise InputError("need faces >= 1, clips >= 1, clip_seconds >= 1, probe_faces >= 10 and upsampler_faces >= 1")
     if cfg.custom_examples != 0 and cfg.custom_examples < MIN_EXAMPLES:
         raise InputError(f"custom_examples must be 0 (skip) or >= {MIN_EXAMPLES}, got {cfg.custom_examples}")
     if cfg.threads:
@@ -91,15 +93,18 @@ def main(cfg: DictConfig) -> None:
     talking, clip = lipsync_goal(pipe, judge, cfg.edit, cfg.alpha, cfg.clips, cfg.clip_seconds, cfg.seed,
                                  cfg.portrait_size, cfg.steps, cfg.moving_heads, keep)  # fmt: skip
     seconds["lipsync"] = round(time.perf_counter() - start - sum(seconds.values()), 1)
+    upsampling = upsampler_goal(pipe, cfg.upsampler_faces, cfg.seed, cfg.portrait_size)  # None without one
     result = {"settings": {k: cfg[k] for k in ("model", "judge", "faces", "clips", "clip_seconds", "probe_faces",
                                                "edit", "alpha", "steps", "invert_steps", "portrait_size", "seed",
-                                               "custom_examples", "moving_heads", "upsample")}
+                                               "custom_examples", "moving_heads", "upsample",
+                                               "upsampler_faces")}
                            | {"face_size": pipe.resolution, "edit_guidance": pipe.edit_guidance,  # as used
                               "edit_region": pipe.edit_region,
                               "edit_table": table, "keep": keep},
               "judge_held_out": judge_report["held_out"], "goal1_semantics": semantics, "goal2_edit": edits,
               "goal2_table": edit_table, "goal2_custom_attribute": custom,
               "goal3_lipsync": talking["lipsync"], "goal4_talking_edit": talking["talking_edit"],
+              "goal5_upsampler": upsampling,
               "seconds": seconds}  # fmt: skip
     write_json_atomic(output / "world.json", result)
     with atomic_write(output / "world.png") as tmp:
@@ -136,6 +141,10 @@ def main(cfg: DictConfig) -> None:
     t = talking["talking_edit"]
     print(f"goal 4  {cfg.edit} rate on frames {t['judge_rate_without_edit']} -> {t['judge_rate_with_edit']}, "
           f"r change {t['pearson_r_change']}")
+    if upsampling is not None:
+        print(f"goal 5  the face upsampler, {upsampling['resolution']} -> {upsampling['face_size']} px on "
+              f"{upsampling['faces']} held-out faces: {upsampling['psnr_db']} dB (bicubic "
+              f"{upsampling['bicubic_psnr_db']} dB)")
     pictures = " and world_table.png" if table else ""
     print(f"wrote {output / 'world.json'} and {output / 'world.png'}{pictures} ({sum(seconds.values()):.0f} s)")
 

@@ -13,6 +13,7 @@ from helpers import compose_train_config, run_script_main, tiny_overrides
 from PIL import Image
 
 from faceedittalker.errors import InputError
+from faceedittalker.metrics.world import upsampler_goal
 from faceedittalker.models.face_upsampler import FaceUpsampler
 from faceedittalker.pipeline import FaceEditTalkerPipeline, add_upsampler
 from faceedittalker.stages import STAGES
@@ -105,6 +106,11 @@ def test_a_model_with_an_upsampler_makes_faces_four_times_larger(tiny_model, ups
     # edit_image returns the input face, the reconstruction and the edit at the upsampled size.
     edited = pipe.edit_image(_portrait(), "Eyeglasses", 0.5, steps=2)
     assert edited.face.shape == edited.reconstruction.shape == edited.edited.shape == (128, 128, 3)
+    # The world's goal 5 scores it on held-out crops against bicubic: this one is bicubic plus a tiny residual.
+    scored = upsampler_goal(pipe, faces=3)
+    assert (scored["faces"], scored["resolution"], scored["face_size"]) == (3, 32, 128)
+    assert 20 < scored["bicubic_psnr_db"] and abs(scored["psnr_db"] - scored["bicubic_psnr_db"]) < 0.5
+    assert upsampler_goal(plain, faces=3) is None
 
 
 def test_adding_an_upsampler_checks_its_folder_and_writes_nothing_on_error(tiny_model, tmp_path, monkeypatch,

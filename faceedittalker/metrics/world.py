@@ -8,7 +8,8 @@
    frames driven by (i) the true landmarks, (ii) the reference's landmarks frozen, (iii) P_ldm from the audio;
 4. edit while talking: (iii) with the edit, the judge's attribute rate on the frames and the change of r;
 and the user-defined attribute (`add_attribute`): the same edit direction fitted from 50 + 50 example faces,
-scored as goal 2 beside the built-in one.
+scored as goal 2 beside the built-in one; 5. for a model with a face upsampler, how much of the held-out faces'
+128 px truth it gives back from the faces the video model sees, against bicubic.
 
 Held-out faces and clips are `held_out_portrait` people (a seed stream no training set uses), frontal: the clip's
 truth is the reference's mesh with the jaw and lips of the speech (`mouth_from_speech`), turning, nodding and
@@ -54,6 +55,7 @@ PIXELS_SOLVE = 0.95  # an attribute whose pixel probe reaches this AUC is "alrea
 EDIT_SUCCESS, OTHERS_KEPT = 0.8, 0.9  # the issue's goals: edit applied on >= 80 %, other attributes kept on >= 90 %
 CLIP_INDEX_OFFSET = 10_000  # clip people are other held-out portraits than the edited faces
 CUSTOM_INDEX_OFFSET = 20_000  # and the custom attribute's examples others again
+UPSAMPLER_INDEX_OFFSET = 30_000  # and the upsampler's faces others again
 # --- goal 1 ---
 
 
@@ -166,6 +168,31 @@ def custom_attribute_goal(pipe: FaceEditTalkerPipeline, judge: WorldJudge, attri
     figures["examples"] = {"with": examples, "without": examples}
     figures["cosine_to_built_in_direction"] = round(cosine, 4)
     return figures
+
+
+# --- goal 5 ---
+
+
+@torch.no_grad()
+def upsampler_goal(pipe: FaceEditTalkerPipeline, faces: int = 64, seed: int = 0, portrait_size: int = 256
+                   ) -> dict | None:
+    """The face upsampler on `faces` held-out portraits: PSNR of its upsampling of the crop the video model sees
+    (`resolution` px) against the crop at the generated faces' size, beside bicubic's; None without an upsampler."""
+    if pipe.face_upsampler is None:
+        return None
+    small, large = [], []
+    for k in range(faces):
+        portrait, _ = held_out_portrait(UPSAMPLER_INDEX_OFFSET + k, portrait_size, seed)
+        small.append(crop_portrait(portrait, pipe.video_model.resolution)[2][0])  # (3, r, r), as x_ref
+        large.append(crop_portrait(portrait, pipe.resolution)[2][0])  # (3, R, R), the same crop
+    small_faces, truth = torch.stack(small), torch.stack(large)
+    device = next(pipe.face_upsampler.parameters()).device
+    learned = pipe.face_upsampler.upsample(small_faces.to(device)).cpu()
+    bicubic = torch.nn.functional.interpolate(small_faces, size=truth.shape[-1], mode="bicubic",
+                                              align_corners=False).clamp(-1, 1)  # fmt: skip
+    return {"faces": faces, "resolution": pipe.video_model.resolution, "face_size": pipe.resolution,
+            "psnr_db": round(float(psnr(learned, truth).mean()), 2),
+            "bicubic_psnr_db": round(float(psnr(bicubic, truth).mean()), 2)}  # fmt: skip
 
 
 # --- goals 3 and 4 ---
