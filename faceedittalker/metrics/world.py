@@ -188,8 +188,7 @@ def upsampler_goal(pipe: FaceEditTalkerPipeline, faces: int = 64, seed: int = 0,
     small_faces, truth = torch.stack(small), torch.stack(large)
     device = next(pipe.face_upsampler.parameters()).device
     learned = pipe.face_upsampler.upsample(small_faces.to(device)).cpu()
-    bicubic = torch.nn.functional.interpolate(small_faces, size=truth.shape[-1], mode="bicubic",
-                                              align_corners=False).clamp(-1, 1)  # fmt: skip
+    bicubic = pipe.face_upsampler.bicubic(small_faces.to(device)).cpu().clamp(-1, 1)
     return {"faces": faces, "resolution": pipe.video_model.resolution, "face_size": pipe.resolution,
             "psnr_db": round(float(psnr(learned, truth).mean()), 2),
             "bicubic_psnr_db": round(float(psnr(bicubic, truth).mean()), 2)}  # fmt: skip

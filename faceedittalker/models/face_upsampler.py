@@ -43,10 +43,13 @@ class FaceUpsampler(ModelMixin, ConfigMixin):
     def scale(self) -> int:
         return int(self.config.scale)
 
+    def bicubic(self, faces: torch.Tensor) -> torch.Tensor:
+        """The baseline the residual is added to: (B, 3, r, r) -> (B, 3, scale r, scale r), not clamped."""
+        return F.interpolate(faces, scale_factor=self.scale, mode="bicubic", align_corners=False)
+
     def forward(self, faces: torch.Tensor) -> torch.Tensor:
         """faces (B, 3, r, r) in [-1, 1] -> (B, 3, scale r, scale r), not clamped (training sees the raw output)."""
-        base = F.interpolate(faces, scale_factor=self.scale, mode="bicubic", align_corners=False)  # (B, 3, sr, sr)
-        return base + self.decoder(faces)
+        return self.bicubic(faces) + self.decoder(faces)  # (B, 3, scale r, scale r)
 
     @torch.no_grad()
     def upsample(self, faces: torch.Tensor, batch_size: int = 16) -> torch.Tensor:

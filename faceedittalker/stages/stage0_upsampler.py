@@ -82,8 +82,7 @@ class UpsamplerStage(Stage):
         upsampler = modules["face_upsampler"]
         faces = batch["image"]
         small = self.low_resolution(faces, upsampler.scale)
-        bicubic = F.interpolate(small, scale_factor=upsampler.scale, mode="bicubic", align_corners=False)
-        return image_grid([faces, bicubic.clamp(-1, 1), upsampler.upsample(small)])
+        return image_grid([faces, upsampler.bicubic(small).clamp(-1, 1), upsampler.upsample(small)])
 
     @torch.no_grad()
     def export(self, directory: Path, modules: dict[str, nn.Module]) -> None:
@@ -96,7 +95,7 @@ class UpsamplerStage(Stage):
         faces = torch.stack([self.dataset[i]["image"] for i in range(count)]).to(device)
         small = self.low_resolution(faces, upsampler.scale)
         learned = upsampler.upsample(small)
-        bicubic = F.interpolate(small, scale_factor=upsampler.scale, mode="bicubic", align_corners=False).clamp(-1, 1)
+        bicubic = upsampler.bicubic(small).clamp(-1, 1)
         upsampler.train(was_training)
         metrics = {"psnr_db": float(psnr(learned, faces).mean()), "bicubic_psnr_db": float(psnr(bicubic, faces).mean()),
                    "images": count, "scale": upsampler.scale, "resolution": int(faces.shape[-1])}  # fmt: skip
