@@ -242,8 +242,9 @@ class FaceEditTalkerPipeline(PretrainedFolder):
                         upsample: bool = True) -> FaceEditTalkerPipeline:
         """Load a model folder; `vae` and `audio_encoder` replace where the VAE / wav2vec2 weights are found;
         `upsample=False` leaves out the folder's face upsampler (faces at the video model's own resolution)."""
+        upsample = check_flag("upsample", upsample)  # before any weights are read
         pipe = super().from_pretrained(directory, device=device, autoencoder_path=vae, audio_encoder=audio_encoder)
-        if not check_flag("upsample", upsample):
+        if not upsample:
             pipe.face_upsampler = None
         return pipe.to(device)
 

@@ -185,10 +185,10 @@ def upsampler_goal(pipe: FaceEditTalkerPipeline, faces: int = 64, seed: int = 0,
         portrait, _ = held_out_portrait(UPSAMPLER_INDEX_OFFSET + k, portrait_size, seed)
         small.append(crop_portrait(portrait, pipe.video_model.resolution)[2][0])  # (3, r, r), as x_ref
         large.append(crop_portrait(portrait, pipe.resolution)[2][0])  # (3, R, R), the same crop
-    small_faces, truth = torch.stack(small), torch.stack(large)
-    device = next(pipe.face_upsampler.parameters()).device
-    learned = pipe.face_upsampler.upsample(small_faces.to(device)).cpu()
-    bicubic = pipe.face_upsampler.bicubic(small_faces.to(device)).cpu().clamp(-1, 1)
+    small_faces = torch.stack(small).to(next(pipe.face_upsampler.parameters()).device)
+    truth = torch.stack(large)
+    learned = pipe.face_upsampler.upsample(small_faces).cpu()
+    bicubic = pipe.face_upsampler.bicubic(small_faces).clamp(-1, 1).cpu()
     return {"faces": faces, "resolution": pipe.video_model.resolution, "face_size": pipe.resolution,
             "psnr_db": round(float(psnr(learned, truth).mean()), 2),
             "bicubic_psnr_db": round(float(psnr(bicubic, truth).mean()), 2)}  # fmt: skip
