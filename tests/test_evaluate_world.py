@@ -269,7 +269,8 @@ def test_evaluate_world_on_a_random_model(tmp_path, monkeypatch, tiny_judge):
     lip_error = lipsync["p_ldm_lip_error_px"]  # an untrained P_ldm: some error, in pixels of the 32 px frames
     assert len(lip_error["per_clip"]) == 1 and 0 < lip_error["mean"] < 32
     assert result["settings"]["moving_heads"] is True
-    rate = result["goal4_talking_edit"]["judge_rate_with_edit"]
-    assert 0 <= rate <= 1
+    talking = result["goal4_talking_edit"]  # the mean over the clips and each clip's rate
+    assert talking["judge_rate_with_edit"] == pytest.approx(np.mean(talking["per_clip_with_edit"]), abs=1e-3)
+    assert len(talking["per_clip_with_edit"]) == len(talking["per_clip_without_edit"]) == 1
     picture = Image.open(out / "world.png")
     assert picture.size == (8 * 32 * 2, 6 * 32 * 2)  # 8 columns of 32 px tiles at zoom 2; 4 rows + curves

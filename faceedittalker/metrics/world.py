@@ -341,6 +341,8 @@ def lipsync_goal(pipe: FaceEditTalkerPipeline, judge: WorldJudge, attribute: str
         "attribute": attribute, "alpha": alpha,
         "judge_rate_without_edit": mean(attribute_rate["audio"]),
         "judge_rate_with_edit": mean(attribute_rate["audio_edited"]),
+        "per_clip_without_edit": [round(v, 4) for v in attribute_rate["audio"]],
+        "per_clip_with_edit": [round(v, 4) for v in attribute_rate["audio_edited"]],
         "pearson_r_change": None if edited_r is None or plain_r is None else round(edited_r - plain_r, 4),
     }  # fmt: skip
     return {"lipsync": lipsync, "talking_edit": talking_edit}, shown
