@@ -606,7 +606,7 @@ def assemble_model(video: str | os.PathLike, landmarks: str | os.PathLike, outpu
         if (attribute_dir / "attribute_classifier").is_dir():
             attribute_dir = attribute_dir / "attribute_classifier"
         _check_weights(attribute_dir, f"stage-2 export {attributes}")
-    upsampler_dir = _upsampler_folder(upsampler) if upsampler else None
+    upsampler_dir = upsampler_folder(upsampler) if upsampler else None
     with atomic_folder(output, overwrite) as tmp:
         target = tmp / "video_model"
         target.mkdir()
@@ -706,7 +706,7 @@ def add_upsampler(model: str | os.PathLike, upsampler: str | os.PathLike, output
     on any video model's faces; it suits those whose size it was trained to upsample (`experiment=tiny/upsampler`:
     32 px faces to 128 px)."""
     directory, config = FaceEditTalkerPipeline.read_config(model)
-    source = _upsampler_folder(upsampler)
+    source = upsampler_folder(upsampler)
 
     def write(folder: Path) -> None:
         with atomic_directory(folder / "face_upsampler") as tmp:
@@ -724,7 +724,7 @@ def add_upsampler(model: str | os.PathLike, upsampler: str | os.PathLike, output
     return Path(output).expanduser()
 
 
-def _upsampler_folder(upsampler: str | os.PathLike) -> Path:
+def upsampler_folder(upsampler: str | os.PathLike) -> Path:
     """The `face_upsampler/` folder of a stage-0 upsampler export (or that folder itself), checked."""
     folder = Path(upsampler).expanduser()
     if (folder / "face_upsampler").is_dir():

@@ -18,6 +18,7 @@ EXPECTED = {
     "tiny/stage3": (3, "video", 400, 2, 32, PAPER_LDM),
     "tiny/landmarks": (3, "landmarks", 1500, 16, 32, PAPER_LDM),
     "tiny/upsampler": (0, "video", 4000, 16, 128, PAPER_LDM),  # stage 0, target upsampler: 32 px -> 128 px faces
+    "tiny/upsampler_refine": (0, "video", 1000, 16, 128, PAPER_LDM),  # that upsampler on a model's own frames
     "paper/stage1": (1, "video", 500000, 16, 512, PAPER_LDM),
     "paper/stage2": (2, "video", 10000, 16, 512, PAPER_LDM),
     "paper/stage3": (3, "video", 40000, 16, 512, PAPER_LDM),
@@ -60,7 +61,10 @@ def test_experiment_composes_with_its_recipe(name):
     tiny = family.startswith("tiny")
     assert cfg.autoencoder.kind == ("identity" if family == "tiny" else "vae")
     assert cfg.audio_encoder._target_.endswith("MelFeatureEncoder" if tiny else "AudioFeatureEncoder")
-    assert cfg.trainer.optimizer.lr == pytest.approx(1e-3 if tiny else 1e-4)
+    refine = name == "tiny/upsampler_refine"  # a continuation: a third of tiny's lr, from tiny/upsampler's export
+    assert cfg.trainer.optimizer.lr == pytest.approx(3e-4 if refine else 1e-3 if tiny else 1e-4)
+    if refine:
+        assert cfg.stage0.upsampler.init == "runs/tiny-upsampler/export" and cfg.stage0.upsampler.pairs
     if family == "tiny-latent":  # the world's own VAE, which stage 0 of the family trains
         assert cfg.autoencoder.pretrained == "runs/tiny-latent-autoencoder/export/autoencoder"
     # Later stages read the stage-1 export of the same family by default.

@@ -12,8 +12,10 @@ import torch.nn.functional as F
 from helpers import compose_train_config, run_script_main, tiny_overrides
 from PIL import Image
 
+from faceedittalker.data.portrait import crop_face
+from faceedittalker.data.upsampler_pairs import load_upsampler_pairs, save_upsampler_pairs
 from faceedittalker.errors import InputError
-from faceedittalker.metrics.world import upsampler_goal
+from faceedittalker.metrics.world import PAIRS_INDEX_OFFSET, held_out_clip, upsampler_goal
 from faceedittalker.models.face_upsampler import FaceUpsampler
 from faceedittalker.pipeline import FaceEditTalkerPipeline, add_upsampler
 from faceedittalker.stages import STAGES
@@ -146,3 +148,72 @@ def _portrait() -> np.ndarray:
     from faceedittalker.synthetic.sets import held_out_portrait
 
     return held_out_portrait(0, 256)[0]
+
+
+def test_make_upsampler_pairs_pairs_the_model_frames_with_the_true_crops(tiny_model, tmp_path, monkeypatch, capsys):
+    output = tmp_path / "pairs"
+    args = [f"model={tiny_model}", f"output={output}", "clips=2", "clip_seconds=1", "seed=3"]
+    assert run_script_main(monkeypatch, "make_upsampler_pairs.py", *args) == 0
+    low, high = load_upsampler_pairs(output)
+    info = json.loads((output / "pairs.json").read_text())
+    assert low.dtype == high.dtype == torch.uint8 and low.shape[1:] == (3, 32, 32) and high.shape[1:] == (3, 128, 128)
+    assert (info["pairs"], info["clips"], info["scale"], info["low_size"]) == (len(low), 2, 4, 32)
+    assert 2 * 20 <= len(low) <= 2 * 26  # ~25 frames a second per clip
+    # The high frames are the rendered truth of the clips' people, cropped as the pipeline crops the portrait.
+    clip = held_out_clip(PAIRS_INDEX_OFFSET + 0, 1.0, 256, 3, moving=True, eyeglasses=True)
+    crop = FaceEditTalkerPipeline.from_pretrained(tiny_model).prepare_portrait(clip["portrait"])[1]
+    for t in (0, 5):
+        assert torch.equal(high[t], torch.from_numpy(crop_face(clip["frames"][t], crop, 128)).permute(2, 0, 1))
+    assert not torch.equal(low[0], low[-1])  # the model's frames, one per truth frame
+    # Written once: a second run without overwrite is one line and exit 2, the folder untouched.
+    assert run_script_main(monkeypatch, "make_upsampler_pairs.py", *args) == 2
+    assert "exists" in capsys.readouterr().err and load_upsampler_pairs(output)[0].shape == low.shape
+
+
+def test_stage0_refines_an_upsampler_on_pairs_from_its_init(tmp_path, tiny_cache, upsampler_export):
+    """Pairs whose low frames are the truth downsampled and darkened (an error a video model could make): the
+    refined upsampler learns to undo it, which degraded renders alone never teach."""
+    generator = torch.Generator().manual_seed(0)
+    high = F.interpolate(torch.rand(24, 3, 8, 8, generator=generator), size=128, mode="bilinear")  # smooth faces
+    low = (F.interpolate(high, scale_factor=0.25, mode="area") - 0.25).clamp(0, 1)
+    as_uint8 = lambda x: (x * 255).round().byte().permute(0, 2, 3, 1).numpy()  # noqa: E731
+    save_upsampler_pairs(tmp_path / "pairs", as_uint8(low), as_uint8(high), {"made_by": "test"})
+    steps = 60
+    cfg = compose_train_config(tiny_overrides(
+        tiny_cache, "resolution=32", "stage0.crop_size=32", "stage0.scale_images=16",
+        f"stage0.upsampler.pairs={tmp_path / 'pairs'}", "stage0.upsampler.pairs_fraction=1.0",
+        f"stage0.upsampler.init={upsampler_export}", f"trainer.max_steps={steps}",
+        f"trainer.checkpoint_every={steps}", f"trainer.sample_every={steps}", "trainer.batch_size=8",
+        "trainer.optimizer.lr=2e-3", "trainer.mixed_precision=no", experiment="tiny/upsampler_refine"))  # fmt: skip
+    stage = STAGES[cfg.stage](cfg)
+    start = stage.build_modules().trainable["face_upsampler"]
+    init = FaceUpsampler.from_pretrained(upsampler_export / "face_upsampler")
+    for name, value in init.state_dict().items():
+        torch.testing.assert_close(start.state_dict()[name], value)  # from init, not from `model`
+    generated, truth = stage.pair_crops(4, 32, 4)  # one aligned crop of the pairs
+    assert generated.shape == (4, 3, 8, 8) and truth.shape == (4, 3, 32, 32)
+    darkened = (F.interpolate((truth + 1) / 2, scale_factor=0.25, mode="area") - 0.25).clamp(0, 1) * 2 - 1
+    assert float((generated - darkened).abs().max()) < 0.02  # up to uint8 rounding
+    # pairs_rows keeps the crops inside those rows of the face: pixels that name their row show where they came from.
+    saved = stage.pairs
+    rows = torch.arange(32, dtype=torch.uint8)[None, None, :, None].expand(2, 3, 32, 32)
+    stage.pairs = (rows, torch.zeros(2, 3, 128, 128, dtype=torch.uint8))
+    for _ in range(5):
+        generated, _ = stage.pair_crops(2, 32, 4, rows=[0.75, 1.0])
+        taken = ((generated + 1) * 127.5).round()  # (2, 3, 8, 8) row numbers
+        assert float(taken.min()) == 24 and float(taken.max()) == 31
+    stage.pairs = saved
+    export = Trainer(cfg, STAGES[cfg.stage](cfg), tmp_path / "refine").fit()
+    metrics = json.loads((export / "upsampler_metrics.json").read_text())
+    assert metrics["pairs_psnr_db"] > metrics["pairs_bicubic_psnr_db"] + 3, metrics  # the darkening is undone
+    bad = compose_train_config(tiny_overrides(tiny_cache, f"stage0.upsampler.pairs={tmp_path}",
+                                              f"stage0.upsampler.init={upsampler_export}",
+                                              experiment="tiny/upsampler_refine"))
+    with pytest.raises(InputError, match="not an upsampler pairs folder"):
+        STAGES[0](bad).build_modules()
+    narrow = compose_train_config(tiny_overrides(tiny_cache, f"stage0.upsampler.pairs={tmp_path / 'pairs'}",
+                                                 f"stage0.upsampler.init={upsampler_export}", "resolution=32",
+                                                 "stage0.upsampler.pairs_rows=[0.9,1.0]",
+                                                 experiment="tiny/upsampler_refine"))  # fmt: skip
+    with pytest.raises(InputError, match="pairs_rows"):
+        STAGES[0](narrow).build_modules()

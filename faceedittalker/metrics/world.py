@@ -56,6 +56,7 @@ EDIT_SUCCESS, OTHERS_KEPT = 0.8, 0.9  # the issue's goals: edit applied on >= 80
 CLIP_INDEX_OFFSET = 10_000  # clip people are other held-out portraits than the edited faces
 CUSTOM_INDEX_OFFSET = 20_000  # and the custom attribute's examples others again
 UPSAMPLER_INDEX_OFFSET = 30_000  # and the upsampler's faces others again
+PAIRS_INDEX_OFFSET = 30_000  # clips for the upsampler's refinement pairs: people 40 000 on, whom no goal draws
 # --- goal 1 ---
 
 
@@ -235,12 +236,14 @@ def driven_by(pipe: FaceEditTalkerPipeline, landmarks: np.ndarray) -> Iterator[N
         del pipe.predict_landmarks
 
 
-def held_out_clip(index: int, seconds: float, size: int, seed: int = 0, moving: bool = True) -> dict:
+def held_out_clip(index: int, seconds: float, size: int, seed: int = 0, moving: bool = True,
+                  eyeglasses: bool = False) -> dict:
     """A held-out talking clip: the reference portrait (size, size, 3), speech (16 kHz), and per frame the true
     landmarks (T, 478, 3, image-normalised) and rendered frames (T, size, size, 3). `moving`: the head turns, nods
     and blinks around the frontal reference as the training clips' heads do (`head_motion`, `blinks`), so following
-    the landmarks matters beyond the mouth; False: a still, frontal head (the figures before Dec 3)."""
-    portrait, identity = held_out_portrait(CLIP_INDEX_OFFSET + index, size, seed, Smiling=False, Eyeglasses=False)
+    the landmarks matters beyond the mouth; False: a still, frontal head (the figures before Dec 3). The person
+    wears no glasses (goal 4 puts them on), unless `eyeglasses`."""
+    portrait, identity = held_out_portrait(CLIP_INDEX_OFFSET + index, size, seed, Smiling=False, Eyeglasses=eyeglasses)
     rng = np.random.default_rng([seed, CLIP_INDEX_OFFSET, index])  # the clip's speech, apart from the face's seed
     waveform, _ = cut_speech(rng, seconds)
     jaw, spread = mouth_from_speech(*speech_envelope(waveform))
@@ -257,6 +260,32 @@ def held_out_clip(index: int, seconds: float, size: int, seed: int = 0, moving: 
     _, rest_points = render_face(identity, rest, Pose(), size)
     return {"portrait": portrait, "waveform": waveform, "landmarks": np.stack(landmarks), "frames": np.stack(frames),
             "rest_landmarks": rest_points, "yaw": np.array([pose.yaw for pose in poses])}  # fmt: skip
+
+
+def upsampler_pairs(pipe: FaceEditTalkerPipeline, clips: int, seconds: float = 2.0, seed: int = 0,
+                    portrait_size: int = 256, scale: int = 4, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Frames the video model of `pipe` draws at its own resolution r, driven by the true landmarks of `clips`
+    synthetic clips (`held_out_clip` people from `PAIRS_INDEX_OFFSET` on, never an evaluation's), with the
+    truth's crops at `scale` r: (N, r, r, 3) and (N, scale r, scale r, 3) uint8, to refine a face upsampler on
+    the errors of generated faces rather than on degraded renders only (stage 0, `stage0.upsampler.pairs`)."""
+    if pipe.face_upsampler is not None:
+        raise ValueError("upsampler_pairs needs the video model's own frames: load the pipeline with upsample=False")
+    low, high = [], []
+    for index in tqdm(range(clips), desc="upsampler pairs", unit="clip", disable=not progress):
+        # Every other person wears glasses: pairs of people without them only teach the upsampler to erase the
+        # dark band an Eyeglasses edit draws (goal 4 fell from 100 % to 60 % with such an upsampler).
+        clip = held_out_clip(PAIRS_INDEX_OFFSET + index, seconds, portrait_size, seed, moving=True,
+                             eyeglasses=index % 2 == 0)
+        crop = pipe.prepare_portrait(clip["portrait"])[1]
+        height, width = clip["portrait"].shape[:2]
+        true_landmarks = landmarks_to_crop(clip["landmarks"], crop.crop_box, width, height)  # (T, 478, 3)
+        with driven_by(pipe, true_landmarks):
+            frames = pipe(clip["portrait"], clip["waveform"], seed=seed + index, paste_back=False,
+                          progress=False).frames  # (T', r, r, 3)
+        count = min(len(frames), len(clip["frames"]))
+        low.append(frames[:count])
+        high.append(np.stack([crop_face(f, crop, scale * pipe.resolution) for f in clip["frames"][:count]]))
+    return np.concatenate(low), np.concatenate(high)
 
 
 def lipsync_goal(pipe: FaceEditTalkerPipeline, judge: WorldJudge, attribute: str, alpha: float, clips: int,

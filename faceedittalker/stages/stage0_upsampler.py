@@ -5,10 +5,16 @@ Each training face at `resolution` (e.g. 128 px) is area-downsampled by `scale` 
 the upsampler learns to give the face back: L1 + MSE, on random crops (it is fully convolutional). Its export is a
 plain `face_upsampler/` folder that `assemble_model(..., upsampler=DIR)` puts into a model folder, and
 `upsampler_metrics.json` records its PSNR against bicubic upsampling on clean inputs.
+
+Refinement (`experiment=tiny/upsampler_refine`): degraded renders only imitate generated frames. With
+`stage0.upsampler.pairs` (a folder of `scripts/make_upsampler_pairs.py`: the video model's own frames and the
+truth's crops) a `pairs_fraction` of every batch is such pairs, and `stage0.upsampler.init` starts from a trained
+upsampler, so the upsampler learns to undo the video model's errors too (the mouth it draws blurred or half shut).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -19,9 +25,11 @@ from omegaconf import OmegaConf
 from torch import nn
 from torch.utils.data import Dataset
 
+from faceedittalker.data.upsampler_pairs import load_upsampler_pairs
 from faceedittalker.errors import InputError
 from faceedittalker.metrics.image import psnr
 from faceedittalker.models.face_upsampler import FaceUpsampler
+from faceedittalker.pipeline import upsampler_folder
 from faceedittalker.stages.base import Stage, StageModules
 from faceedittalker.stages.stage0_autoencoder import random_crop
 from faceedittalker.utils.files import write_json_atomic
@@ -53,11 +61,32 @@ class UpsamplerStage(Stage):
     name = "stage0"
 
     def build_modules(self) -> StageModules:
-        settings = OmegaConf.to_container(self.cfg.stage0.upsampler.model, resolve=True)
-        upsampler = FaceUpsampler(**settings)
+        options = self.cfg.stage0.upsampler
+        if options.get("init"):  # its own architecture; `model` is ignored
+            trained = FaceUpsampler.from_pretrained(upsampler_folder(options.init))
+            upsampler = FaceUpsampler(**{k: v for k, v in trained.config.items() if not k.startswith("_")})
+            upsampler.load_state_dict(trained.state_dict())  # a fresh config: the export names no source path
+        else:
+            upsampler = FaceUpsampler(**OmegaConf.to_container(options.model, resolve=True))
         if self.cfg.resolution % upsampler.scale:
             raise InputError(f"resolution={self.cfg.resolution} is not divisible by the upsampler's scale "
                              f"{upsampler.scale}")
+        self.pairs = None
+        if options.get("pairs"):
+            low, high = load_upsampler_pairs(options.pairs)
+            if high.shape[-1] != upsampler.scale * low.shape[-1]:
+                raise InputError(f"the pairs in {options.pairs} are x{high.shape[-1] // low.shape[-1]}, the upsampler "
+                                 f"x{upsampler.scale}")
+            if not 0 < float(options.pairs_fraction) <= 1:
+                raise InputError(f"stage0.upsampler.pairs_fraction is a share of the batch in (0, 1], got "
+                                 f"{options.pairs_fraction}")
+            rows = options.get("pairs_rows")
+            crop = min(self.cfg.stage0.crop_size or self.cfg.resolution, self.cfg.resolution) // upsampler.scale
+            if rows is not None and not 0 <= rows[0] < rows[1] <= 1 or rows is not None and (
+                    round(rows[1] * low.shape[-2]) - round(rows[0] * low.shape[-2]) < min(crop, low.shape[-1])):
+                raise InputError(f"stage0.upsampler.pairs_rows={list(rows)} must be [first, last] fractions of the "
+                                 f"face holding a crop of {crop} of its {low.shape[-2]} rows")
+            self.pairs = (low, high)
         return StageModules(trainable={"face_upsampler": upsampler})
 
     def build_dataset(self) -> Dataset:
@@ -73,8 +102,29 @@ class UpsamplerStage(Stage):
         scale = int(settings.model.scale)
         faces = random_crop(batch["image"], self.cfg.stage0.crop_size)  # (B, 3, c, c) in [-1, 1]
         small = degrade(self.low_resolution(faces, scale), settings.max_blur, settings.max_noise)  # (B, 3, c/s, c/s)
+        if self.pairs is not None:  # the first share of the batch: generated frames and their truth instead
+            count = max(1, round(float(settings.pairs_fraction) * faces.shape[0]))
+            generated, truth = self.pair_crops(count, faces.shape[-1], scale, settings.get("pairs_rows"))
+            small = torch.cat([generated.to(small), small[count:]])
+            faces = torch.cat([truth.to(faces), faces[count:]])
         restored = upsampler(small)  # (B, 3, c, c)
         return (restored - faces).abs().mean() + F.mse_loss(restored, faces)
+
+    def pair_crops(self, count: int, size: int, scale: int, rows: Sequence[float] | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`count` random pairs, one aligned random crop of them: (count, 3, size/s, size/s) generated and
+        (count, 3, size, size) true faces in [-1, 1]; `rows` (first, last) as fractions of the face height keeps
+        the crop inside those rows (its side shrinks to fit)."""
+        low, high = self.pairs
+        chosen = torch.randint(0, len(low), (count,))
+        first, last = (0, low.shape[-2]) if rows is None else (round(rows[0] * low.shape[-2]),
+                                                                round(rows[1] * low.shape[-2]))
+        side = min(size // scale, low.shape[-1], last - first)  # in low-resolution pixels
+        top = first + int(torch.randint(0, last - first - side + 1, ()))
+        left = int(torch.randint(0, low.shape[-1] - side + 1, ()))
+        generated = low[chosen, :, top:top + side, left:left + side]
+        truth = high[chosen, :, scale * top:scale * (top + side), scale * left:scale * (left + side)]
+        return generated.float() / 127.5 - 1, truth.float() / 127.5 - 1
 
     @torch.no_grad()
     def sample(self, batch: dict, modules: dict[str, nn.Module]) -> np.ndarray:
@@ -96,7 +146,13 @@ class UpsamplerStage(Stage):
         small = self.low_resolution(faces, upsampler.scale)
         learned = upsampler.upsample(small)
         bicubic = upsampler.bicubic(small).clamp(-1, 1)
+        if self.pairs is not None:  # its training pairs, for the record (not held out)
+            low, high = (t[:count].to(device).float() / 127.5 - 1 for t in self.pairs)
+            pair_metrics = {"pairs_psnr_db": float(psnr(upsampler.upsample(low), high).mean()),
+                            "pairs_bicubic_psnr_db": float(psnr(upsampler.bicubic(low).clamp(-1, 1), high).mean())}
         upsampler.train(was_training)
         metrics = {"psnr_db": float(psnr(learned, faces).mean()), "bicubic_psnr_db": float(psnr(bicubic, faces).mean()),
                    "images": count, "scale": upsampler.scale, "resolution": int(faces.shape[-1])}  # fmt: skip
+        if self.pairs is not None:
+            metrics.update(pair_metrics)
         write_json_atomic(directory / "upsampler_metrics.json", metrics)
