@@ -57,6 +57,11 @@ def degrade(faces: torch.Tensor, max_blur: float, max_noise: float) -> torch.Ten
     return faces.clamp(-1, 1)
 
 
+def row_span(rows: Sequence[float], height: int) -> tuple[int, int]:
+    """[first, last] fractions of a face's height -> its rows first..last (exclusive), in pixels."""
+    return round(rows[0] * height), round(rows[1] * height)
+
+
 class UpsamplerStage(Stage):
     name = "stage0"
 
@@ -71,7 +76,7 @@ class UpsamplerStage(Stage):
         if self.cfg.resolution % upsampler.scale:
             raise InputError(f"resolution={self.cfg.resolution} is not divisible by the upsampler's scale "
                              f"{upsampler.scale}")
-        self.pairs = None
+        self.scale, self.pairs = upsampler.scale, None
         if options.get("pairs"):
             low, high = load_upsampler_pairs(options.pairs)
             if high.shape[-1] != upsampler.scale * low.shape[-1]:
@@ -80,12 +85,16 @@ class UpsamplerStage(Stage):
             if not 0 < float(options.pairs_fraction) <= 1:
                 raise InputError(f"stage0.upsampler.pairs_fraction is a share of the batch in (0, 1], got "
                                  f"{options.pairs_fraction}")
-            rows = options.get("pairs_rows")
             crop = min(self.cfg.stage0.crop_size or self.cfg.resolution, self.cfg.resolution) // upsampler.scale
-            if rows is not None and not 0 <= rows[0] < rows[1] <= 1 or rows is not None and (
-                    round(rows[1] * low.shape[-2]) - round(rows[0] * low.shape[-2]) < min(crop, low.shape[-1])):
-                raise InputError(f"stage0.upsampler.pairs_rows={list(rows)} must be [first, last] fractions of the "
-                                 f"face holding a crop of {crop} of its {low.shape[-2]} rows")
+            if low.shape[-1] < crop:
+                raise InputError(f"the pairs in {options.pairs} are {low.shape[-1]} px, smaller than the training "
+                                 f"crops' {crop} px at the low resolution (lower stage0.crop_size)")
+            rows = options.get("pairs_rows")
+            if rows is not None:
+                first, last = row_span(rows, low.shape[-2])
+                if not 0 <= rows[0] < rows[1] <= 1 or last - first < crop:
+                    raise InputError(f"stage0.upsampler.pairs_rows={list(rows)} must be [first, last] fractions of "
+                                     f"the face holding a crop of {crop} of its {low.shape[-2]} rows")
             self.pairs = (low, high)
         return StageModules(trainable={"face_upsampler": upsampler})
 
@@ -99,7 +108,7 @@ class UpsamplerStage(Stage):
     def training_step(self, batch: dict, modules: dict[str, nn.Module]) -> torch.Tensor:
         settings = self.cfg.stage0.upsampler
         upsampler = modules["face_upsampler"]
-        scale = int(settings.model.scale)
+        scale = self.scale  # the upsampler's own (with `init`, not necessarily `model.scale`)
         faces = random_crop(batch["image"], self.cfg.stage0.crop_size)  # (B, 3, c, c) in [-1, 1]
         small = degrade(self.low_resolution(faces, scale), settings.max_blur, settings.max_noise)  # (B, 3, c/s, c/s)
         if self.pairs is not None:  # the first share of the batch: generated frames and their truth instead
@@ -114,12 +123,11 @@ class UpsamplerStage(Stage):
                    ) -> tuple[torch.Tensor, torch.Tensor]:
         """`count` random pairs, one aligned random crop of them: (count, 3, size/s, size/s) generated and
         (count, 3, size, size) true faces in [-1, 1]; `rows` (first, last) as fractions of the face height keeps
-        the crop inside those rows (its side shrinks to fit)."""
+        the crop inside those rows (build_modules checked that they hold it)."""
         low, high = self.pairs
         chosen = torch.randint(0, len(low), (count,))
-        first, last = (0, low.shape[-2]) if rows is None else (round(rows[0] * low.shape[-2]),
-                                                                round(rows[1] * low.shape[-2]))
-        side = min(size // scale, low.shape[-1], last - first)  # in low-resolution pixels
+        first, last = (0, low.shape[-2]) if rows is None else row_span(rows, low.shape[-2])
+        side = size // scale  # in low-resolution pixels
         top = first + int(torch.randint(0, last - first - side + 1, ()))
         left = int(torch.randint(0, low.shape[-1] - side + 1, ()))
         generated = low[chosen, :, top:top + side, left:left + side]
