@@ -11,7 +11,9 @@ training budget, shorter than the recipe's by default so that the whole run fits
   4. stage 3 (Alg. 3), the video model             experiment=tiny/stage3
   5. the face upsampler (32 px -> 128 px faces)     experiment=tiny/upsampler (stage 0, beyond the paper)
   6. the model folder (scripts/export_model.py)
-  7. Alg. 4 on a held-out synthetic portrait and committed speech (scripts/infer.py) -> <output>/quickstart.mp4
+  7. the upsampler refined on the model's own frames: pairs (scripts/make_upsampler_pairs.py), then
+     experiment=tiny/upsampler_refine, put into the model folder (`recipes.upsampler_refine=null` skips it)
+  8. Alg. 4 on a held-out synthetic portrait and committed speech (scripts/infer.py) -> <output>/quickstart.mp4
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ def steps(out: Path, cfg: DictConfig) -> list[tuple[str, list[str]]]:
     latent = bool(cfg.recipes.get("stage0"))  # a VAE of the world's own first (stage 0), then stages in its latents
     vae = [f"autoencoder.pretrained={out / 'stage0' / 'export' / 'autoencoder'}"] if latent else []
     upsample = bool(cfg.recipes.get("upsampler"))  # a pixel-space model's faces decoded x4 (32 px -> 128 px)
+    refine = upsample and bool(cfg.recipes.get("upsampler_refine"))  # ... then refined on the model's own frames
+    model, pairs = out / "model", out / "upsampler_pairs"
 
     def train(name: str, *extra: str) -> list[str]:
         budget = cfg.max_steps.get(name)
@@ -59,10 +63,16 @@ def steps(out: Path, cfg: DictConfig) -> list[tuple[str, list[str]]]:
         ("stage3", train("stage3", f"stage3.feature_space={out / 'stage1' / 'export'}", *vae)),
         *([("upsampler", train("upsampler"))] if upsample else []),
         ("model", ["export_model.py", f"video={out / 'stage3' / 'export'}", f"landmarks={out / 'landmarks' / 'export'}",
-                   f"attributes={out / 'stage2' / 'export'}", f"output={out / 'model'}",
+                   f"attributes={out / 'stage2' / 'export'}", f"output={model}",
                    *([f"upsampler={out / 'upsampler' / 'export'}"] if upsample else []),
                    *list(cfg.overrides.get("model") or [])]),  # the model's edit defaults (export_model.yaml)
-        ("video", ["infer.py", f"ref={out / 'portrait.png'}", f"audio={speech}", f"model={out / 'model'}", *edit,
+        *([("upsampler_pairs", ["make_upsampler_pairs.py", f"model={model}", f"output={pairs}", "overwrite=true",
+                                *list(cfg.overrides.get("upsampler_pairs") or [])]),
+           ("upsampler_refine", train("upsampler_refine", f"stage0.upsampler.pairs={pairs}",
+                                      f"stage0.upsampler.init={out / 'upsampler' / 'export'}")),
+           ("model_upsampler", ["export_model.py", f"model={model}",  # the refined one replaces the first
+                                f"upsampler={out / 'upsampler_refine' / 'export'}"])] if refine else []),
+        ("video", ["infer.py", f"ref={out / 'portrait.png'}", f"audio={speech}", f"model={model}", *edit,
                    f"output={out / 'quickstart.mp4'}"]),
     ]  # fmt: skip
 

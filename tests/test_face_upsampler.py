@@ -16,7 +16,7 @@ from faceedittalker.data.portrait import crop_face
 from faceedittalker.data.upsampler_pairs import load_upsampler_pairs, save_upsampler_pairs
 from faceedittalker.errors import InputError
 from faceedittalker.metrics.world import PAIRS_INDEX_OFFSET, held_out_clip, upsampler_goal
-from faceedittalker.models.face_upsampler import FaceUpsampler
+from faceedittalker.models.face_upsampler import FaceUpsampler, area_downsample
 from faceedittalker.pipeline import FaceEditTalkerPipeline, add_upsampler
 from faceedittalker.stages import STAGES
 from faceedittalker.stages.stage0_upsampler import degrade
@@ -34,6 +34,43 @@ def test_an_untrained_upsampler_is_bicubic_and_its_shape_is_scale_times_the_inpu
     assert out.shape == (3, 3, 32, 32) and float(out.abs().max()) <= 1.0
     with pytest.raises(ValueError, match="levels"):
         FaceUpsampler(scale=4, block_out_channels=[8, 8])
+
+
+@torch.no_grad()
+def test_back_projection_makes_the_decoded_face_downsample_to_its_input(tmp_path):
+    torch.manual_seed(0)
+    faces = torch.rand(2, 3, 8, 8) * 1.6 - 0.8  # inside [-1, 1] with room, so the final clamp does not bind
+    plain = FaceUpsampler(**TINY)
+    torch.nn.init.normal_(plain.decoder.conv_out.weight, std=0.05)  # a residual that changes the low frequencies
+    errors = []
+    for steps in (0, 1, 3):
+        upsampler = FaceUpsampler(**TINY, back_projection_steps=steps)
+        upsampler.load_state_dict(plain.state_dict())
+        out = upsampler.upsample(faces)
+        if steps == 0:  # no back-projection: exactly the plain decoding
+            torch.testing.assert_close(out, plain(faces).clamp(-1, 1))
+        errors.append(float((area_downsample(out, 4) - faces).abs().mean()))
+    # each round takes about two thirds of the inconsistency off (3 rounds: 0.136 -> 0.015)
+    assert errors[0] > 0.05 and errors[1] < errors[0] / 2 and errors[2] < errors[1] / 2 and errors[2] < errors[0] / 6
+    upsampler.save_pretrained(tmp_path)  # the setting travels with the model folder
+    assert FaceUpsampler.from_pretrained(tmp_path).config.back_projection_steps == 3
+    # factor 2: consistent at half the input's size (4 px here), not at its own (the grain is left alone).
+    coarse = FaceUpsampler(**TINY, back_projection_steps=3, back_projection_factor=2)
+    coarse.load_state_dict(plain.state_dict())
+    out = coarse.upsample(faces)
+    at_half = float((area_downsample(out, 8) - area_downsample(faces, 2)).abs().mean())
+    plain_at_half = float((area_downsample(plain(faces), 8) - area_downsample(faces, 2)).abs().mean())
+    assert at_half < plain_at_half / 6 and float((area_downsample(out, 4) - faces).abs().mean()) > 2 * errors[2]
+    # rows [0, 0.5]: the upper half is pulled to its input, the lower half (past the bicubic's reach) is untouched.
+    upper = FaceUpsampler(**TINY, back_projection_steps=3, back_projection_rows=[0.0, 0.5])
+    upper.load_state_dict(plain.state_dict())
+    out = upper.upsample(faces)
+    torch.testing.assert_close(out[..., 24:, :], plain(faces).clamp(-1, 1)[..., 24:, :])
+    upper_error = float((area_downsample(out, 4) - faces)[..., :4, :].abs().mean())
+    assert upper_error < float((area_downsample(plain(faces), 4) - faces)[..., :4, :].abs().mean()) / 6
+    for bad in ({"back_projection_steps": -1}, {"back_projection_factor": 0}, {"back_projection_rows": [0.5, 0.5]}):
+        with pytest.raises(ValueError, match="back_projection"):
+            FaceUpsampler(**TINY, **bad)
 
 
 def test_degrade_blurs_and_noises_within_its_bounds():
@@ -184,7 +221,9 @@ def test_stage0_refines_an_upsampler_on_pairs_from_its_init(tmp_path, tiny_cache
         f"stage0.upsampler.pairs={tmp_path / 'pairs'}", "stage0.upsampler.pairs_fraction=1.0",
         f"stage0.upsampler.init={upsampler_export}", f"trainer.max_steps={steps}",
         f"trainer.checkpoint_every={steps}", f"trainer.sample_every={steps}", "trainer.batch_size=8",
-        "trainer.optimizer.lr=2e-3", "trainer.mixed_precision=no", experiment="tiny/upsampler_refine"))  # fmt: skip
+        "trainer.optimizer.lr=2e-3", "trainer.mixed_precision=no",
+        "stage0.upsampler.back_projection=null",  # back-projection would pull the output back to the darkening
+        experiment="tiny/upsampler_refine"))  # fmt: skip
     stage = STAGES[cfg.stage](cfg)
     start = stage.build_modules().trainable["face_upsampler"]
     init = FaceUpsampler.from_pretrained(upsampler_export / "face_upsampler")
@@ -206,6 +245,15 @@ def test_stage0_refines_an_upsampler_on_pairs_from_its_init(tmp_path, tiny_cache
     export = Trainer(cfg, STAGES[cfg.stage](cfg), tmp_path / "refine").fit()
     metrics = json.loads((export / "upsampler_metrics.json").read_text())
     assert metrics["pairs_psnr_db"] > metrics["pairs_bicubic_psnr_db"] + 3, metrics  # the darkening is undone
+    assert FaceUpsampler.from_pretrained(export / "face_upsampler").config.back_projection_steps == 0
+    recipe = compose_train_config(tiny_overrides(tiny_cache, f"stage0.upsampler.pairs={tmp_path / 'pairs'}",
+                                                 f"stage0.upsampler.init={upsampler_export}", "resolution=32",
+                                                 experiment="tiny/upsampler_refine"))  # fmt: skip
+    refined = STAGES[0](recipe).build_modules().trainable["face_upsampler"]
+    settings = refined.config  # the recipe's back-projection over init's none; the weights still init's
+    assert settings.back_projection_steps == 1 and settings.back_projection_factor == 1
+    assert settings.back_projection_rows is None
+    torch.testing.assert_close(refined.state_dict(), init.state_dict())
     bad = compose_train_config(tiny_overrides(tiny_cache, f"stage0.upsampler.pairs={tmp_path}",
                                               f"stage0.upsampler.init={upsampler_export}",
                                               experiment="tiny/upsampler_refine"))

@@ -27,12 +27,20 @@ def test_quickstart_runs_every_step_with_its_budget_and_skips_what_is_done(monke
     calls = recorded_commands(monkeypatch)
     assert run_script_main(monkeypatch, "quickstart.py", f"output={tmp_path}") == 0
     scripts = [call[0] for call in calls]
-    assert scripts == ["train.py"] * 5 + ["export_model.py", "infer.py"]
+    assert scripts == ["train.py"] * 5 + ["export_model.py", "make_upsampler_pairs.py", "train.py", "export_model.py",
+                                          "infer.py"]  # fmt: skip
     by_stage = {call[1].removeprefix("experiment=tiny/").removesuffix("_v"): call for call in calls[:5]}
     assert list(by_stage) == ["stage1", "stage2", "landmarks", "stage3", "upsampler"]
-    # The face upsampler (32 px -> 128 px), on a shorter budget than its recipe's, goes into the model folder.
+    # The face upsampler (32 px -> 128 px), on a shorter budget than its recipe's, goes into the model folder ...
     assert "trainer.max_steps=600" in by_stage["upsampler"]
     assert f"upsampler={tmp_path / 'upsampler' / 'export'}" in calls[5]
+    # ... then the model draws 8 clips of pairs, the upsampler is refined on them from itself and replaces the first.
+    model, pairs = tmp_path / "model", tmp_path / "upsampler_pairs"
+    assert {f"model={model}", f"output={pairs}", "clips=8", "overwrite=true"} <= set(calls[6])
+    assert calls[7][1] == "experiment=tiny/upsampler_refine" and "trainer.max_steps=300" in calls[7]
+    assert {f"stage0.upsampler.pairs={pairs}", f"stage0.upsampler.init={tmp_path / 'upsampler' / 'export'}",
+            f"hydra.run.dir={tmp_path / 'upsampler_refine'}"} <= set(calls[7])  # fmt: skip
+    assert calls[8][1:] == [f"model={model}", f"upsampler={tmp_path / 'upsampler_refine' / 'export'}"]
     assert by_stage["stage1"][1] == "experiment=tiny/stage1_v"  # the v-MSE stage 1, whose z_sem edits
     assert "trainer.max_steps=300" in by_stage["stage3"] and "trainer.max_steps=1000" in by_stage["landmarks"]
     assert "trainer.max_steps=1000" in by_stage["stage1"]
@@ -44,7 +52,8 @@ def test_quickstart_runs_every_step_with_its_budget_and_skips_what_is_done(monke
     assert f"stage3.feature_space={tmp_path / 'stage1' / 'export'}" in by_stage["stage3"]
     assert f"output={tmp_path / 'quickstart.mp4'}" in calls[-1] and "edit=Blond_Hair" in calls[-1]
     assert Image.open(tmp_path / "portrait.png").size == (256, 256)  # the held-out face the video is made from
-    assert sorted(p.name for p in (tmp_path / ".done").iterdir()) == sorted([*by_stage, "model", "video"])
+    assert sorted(p.name for p in (tmp_path / ".done").iterdir()) == sorted(
+        [*by_stage, "model", "upsampler_pairs", "upsampler_refine", "model_upsampler", "video"])
 
     calls.clear()  # everything done: a second run runs nothing
     assert run_script_main(monkeypatch, "quickstart.py", f"output={tmp_path}") == 0
@@ -54,7 +63,7 @@ def test_quickstart_runs_every_step_with_its_budget_and_skips_what_is_done(monke
 def test_quickstart_budgets_can_be_the_recipes_own(monkeypatch, tmp_path):
     calls = recorded_commands(monkeypatch)
     assert run_script_main(monkeypatch, "quickstart.py", f"output={tmp_path}", "max_steps.stage3=null",
-                           "max_steps.landmarks=null", "max_steps.upsampler=null",
+                           "max_steps.landmarks=null", "max_steps.upsampler=null", "max_steps.upsampler_refine=null",
                            "max_steps.stage1=50") == 0  # fmt: skip
     train = [call for call in calls if call[0] == "train.py"]
     assert [arg for call in train for arg in call if arg.startswith("trainer.max_steps")] == ["trainer.max_steps=50"]

@@ -28,7 +28,7 @@ from torch.utils.data import Dataset
 from faceedittalker.data.upsampler_pairs import load_upsampler_pairs
 from faceedittalker.errors import InputError
 from faceedittalker.metrics.image import psnr
-from faceedittalker.models.face_upsampler import FaceUpsampler
+from faceedittalker.models.face_upsampler import FaceUpsampler, area_downsample
 from faceedittalker.pipeline import upsampler_folder
 from faceedittalker.stages.base import Stage, StageModules
 from faceedittalker.stages.stage0_autoencoder import random_crop
@@ -69,10 +69,15 @@ class UpsamplerStage(Stage):
         options = self.cfg.stage0.upsampler
         if options.get("init"):  # its own architecture; `model` is ignored
             trained = FaceUpsampler.from_pretrained(upsampler_folder(options.init))
-            upsampler = FaceUpsampler(**{k: v for k, v in trained.config.items() if not k.startswith("_")})
-            upsampler.load_state_dict(trained.state_dict())  # a fresh config: the export names no source path
+            settings = {k: v for k, v in trained.config.items() if not k.startswith("_")}
         else:
-            upsampler = FaceUpsampler(**OmegaConf.to_container(options.model, resolve=True))
+            trained, settings = None, OmegaConf.to_container(options.model, resolve=True)
+        if options.get("back_projection") is not None:  # inference only: it travels in the export's config
+            for key, value in OmegaConf.to_container(options.back_projection, resolve=True).items():
+                settings[f"back_projection_{key}"] = value  # steps, factor, rows
+        upsampler = FaceUpsampler(**settings)
+        if trained is not None:
+            upsampler.load_state_dict(trained.state_dict())  # a fresh config: the export names no source path
         if self.cfg.resolution % upsampler.scale:
             raise InputError(f"resolution={self.cfg.resolution} is not divisible by the upsampler's scale "
                              f"{upsampler.scale}")
@@ -102,15 +107,12 @@ class UpsamplerStage(Stage):
         self.dataset = instantiate(self.cfg.data)
         return self.dataset
 
-    def low_resolution(self, faces: torch.Tensor, scale: int) -> torch.Tensor:
-        return F.interpolate(faces, scale_factor=1 / scale, mode="area")  # (B, 3, R/s, R/s)
-
     def training_step(self, batch: dict, modules: dict[str, nn.Module]) -> torch.Tensor:
         settings = self.cfg.stage0.upsampler
         upsampler = modules["face_upsampler"]
         scale = self.scale  # the upsampler's own (with `init`, not necessarily `model.scale`)
         faces = random_crop(batch["image"], self.cfg.stage0.crop_size)  # (B, 3, c, c) in [-1, 1]
-        small = degrade(self.low_resolution(faces, scale), settings.max_blur, settings.max_noise)  # (B, 3, c/s, c/s)
+        small = degrade(area_downsample(faces, scale), settings.max_blur, settings.max_noise)  # (B, 3, c/s, c/s)
         if self.pairs is not None:  # the first share of the batch: generated frames and their truth instead
             count = max(1, round(float(settings.pairs_fraction) * faces.shape[0]))
             generated, truth = self.pair_crops(count, faces.shape[-1], scale, settings.get("pairs_rows"))
@@ -139,7 +141,7 @@ class UpsamplerStage(Stage):
         """Rows of: input | bicubic from the downsampled input | the upsampler's."""
         upsampler = modules["face_upsampler"]
         faces = batch["image"]
-        small = self.low_resolution(faces, upsampler.scale)
+        small = area_downsample(faces, upsampler.scale)
         return image_grid([faces, upsampler.bicubic(small).clamp(-1, 1), upsampler.upsample(small)])
 
     @torch.no_grad()
@@ -151,7 +153,7 @@ class UpsamplerStage(Stage):
         count = min(int(self.cfg.stage0.scale_images), len(self.dataset))
         device = next(upsampler.parameters()).device
         faces = torch.stack([self.dataset[i]["image"] for i in range(count)]).to(device)
-        small = self.low_resolution(faces, upsampler.scale)
+        small = area_downsample(faces, upsampler.scale)
         learned = upsampler.upsample(small)
         bicubic = upsampler.bicubic(small).clamp(-1, 1)
         if self.pairs is not None:  # its training pairs, for the record (not held out)
