@@ -3,7 +3,7 @@
     python scripts/make_demo_model.py [output=runs/quickstart] [quickstart=tiny_latent]
 
 Runs (or reuses) `scripts/quickstart.py output=...` with the tiny recipes' own training budgets (the quickstart
-shortens them to fit its 20 minutes) except stage 3, trained 2000 steps instead of tiny/stage3's 400 (where the
+shortens them to fit its ~23 minutes) except stage 3, trained 2000 steps instead of tiny/stage3's 400 (where the
 frames start to follow the landmarks; tiny/stage3 weighs Eq. 13 x5 in the mouth box: README, "The paper's
 two effects") and the face upsampler refined on 32 clips of the model's own frames instead of 8, then copies its
 model folder into the package assets. About 95 minutes on 2 idle CPU cores (stage 1: 17, stage 3: ~25, the face

@@ -3,7 +3,7 @@
     python scripts/quickstart.py [output=runs/quickstart]
 
 Steps (each skipped when done, so re-running continues where it stopped; `max_steps.<stage>=N` sets a stage's
-training budget, shorter than the recipe's by default so that the whole run fits in 20 minutes on 2 CPU cores;
+training budget, shorter than the recipe's by default so that the whole run takes ~23 minutes on 2 CPU cores;
 `quickstart=tiny_latent` runs the 128 px recipes, after a stage 0 that trains the world's VAE, `tiny_latent/*`):
   1. stage 1 (Alg. 1) on synthetic faces          experiment=tiny/stage1_v (plain v-MSE: a z_sem that edits)
   2. stage 2 (Alg. 2), the attribute library       experiment=tiny/stage2
