@@ -265,3 +265,9 @@ def test_stage0_refines_an_upsampler_on_pairs_from_its_init(tmp_path, tiny_cache
                                                  experiment="tiny/upsampler_refine"))  # fmt: skip
     with pytest.raises(InputError, match="pairs_rows"):
         STAGES[0](narrow).build_modules()
+    for bad in ("{steps:-1}", "{step:1}"):  # a bad or misspelt back-projection setting is one InputError
+        wrong = compose_train_config(tiny_overrides(tiny_cache, f"stage0.upsampler.init={upsampler_export}",
+                                                    f"stage0.upsampler.back_projection={bad}",
+                                                    experiment="tiny/upsampler"))  # fmt: skip
+        with pytest.raises(InputError, match="back_projection"):
+            STAGES[0](wrong).build_modules()

@@ -20,6 +20,7 @@ limits it to rows of the face (the refined upsampler's pairs cover the lower hal
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +32,11 @@ from diffusers.models.modeling_utils import ModelMixin
 def area_downsample(faces: torch.Tensor, scale: int) -> torch.Tensor:
     """The fixed encoder a face upsampler inverts: area-downsampling, (B, 3, s r, s r) -> (B, 3, r, r)."""
     return F.interpolate(faces, scale_factor=1 / scale, mode="area")
+
+
+def row_span(rows: Sequence[float], height: int) -> tuple[int, int]:
+    """[first, last] fractions of a face's height -> its rows first..last (exclusive), in pixels."""
+    return round(rows[0] * height), round(rows[1] * height)
 
 
 class FaceUpsampler(ModelMixin, ConfigMixin):
@@ -71,13 +77,15 @@ class FaceUpsampler(ModelMixin, ConfigMixin):
     def back_project(self, faces: torch.Tensor, upsampled: torch.Tensor) -> torch.Tensor:
         """`back_projection_steps` rounds pulling `upsampled` (B, 3, s r, s r) towards downsample(.) == faces at
         r / `back_projection_factor`, in the rows `back_projection_rows` of the face (fractions; None: all)."""
-        factor = int(self.config.back_projection_factor)
+        steps, factor = int(self.config.back_projection_steps), int(self.config.back_projection_factor)
+        if not steps:
+            return upsampled
         target = area_downsample(faces, factor) if factor > 1 else faces
         rows = torch.ones(target.shape[-2], 1, dtype=faces.dtype, device=faces.device)  # (r, 1)
         if self.config.back_projection_rows is not None:
-            first, last = (round(f * target.shape[-2]) for f in self.config.back_projection_rows)
+            first, last = row_span(self.config.back_projection_rows, target.shape[-2])
             rows.zero_()[first:last] = 1  # the bicubic upscale softens the edge over a few pixels
-        for _ in range(int(self.config.back_projection_steps)):
+        for _ in range(steps):
             residual = rows * (target - area_downsample(upsampled, self.scale * factor))
             upsampled = upsampled + F.interpolate(residual, scale_factor=self.scale * factor, mode="bicubic",
                                                   align_corners=False)

@@ -28,7 +28,7 @@ from torch.utils.data import Dataset
 from faceedittalker.data.upsampler_pairs import load_upsampler_pairs
 from faceedittalker.errors import InputError
 from faceedittalker.metrics.image import psnr
-from faceedittalker.models.face_upsampler import FaceUpsampler, area_downsample
+from faceedittalker.models.face_upsampler import FaceUpsampler, area_downsample, row_span
 from faceedittalker.pipeline import upsampler_folder
 from faceedittalker.stages.base import Stage, StageModules
 from faceedittalker.stages.stage0_autoencoder import random_crop
@@ -57,11 +57,6 @@ def degrade(faces: torch.Tensor, max_blur: float, max_noise: float) -> torch.Ten
     return faces.clamp(-1, 1)
 
 
-def row_span(rows: Sequence[float], height: int) -> tuple[int, int]:
-    """[first, last] fractions of a face's height -> its rows first..last (exclusive), in pixels."""
-    return round(rows[0] * height), round(rows[1] * height)
-
-
 class UpsamplerStage(Stage):
     name = "stage0"
 
@@ -73,9 +68,15 @@ class UpsamplerStage(Stage):
         else:
             trained, settings = None, OmegaConf.to_container(options.model, resolve=True)
         if options.get("back_projection") is not None:  # inference only: it travels in the export's config
-            for key, value in OmegaConf.to_container(options.back_projection, resolve=True).items():
-                settings[f"back_projection_{key}"] = value  # steps, factor, rows
-        upsampler = FaceUpsampler(**settings)
+            back_projection = OmegaConf.to_container(options.back_projection, resolve=True)
+            unknown = set(back_projection) - {"steps", "factor", "rows"}
+            if unknown:
+                raise InputError(f"stage0.upsampler.back_projection has steps, factor and rows, not {sorted(unknown)}")
+            settings.update({f"back_projection_{key}": value for key, value in back_projection.items()})
+        try:
+            upsampler = FaceUpsampler(**settings)
+        except ValueError as error:  # a bad setting of `model` or `back_projection`: one line, not a traceback
+            raise InputError(f"stage0.upsampler: {error}") from error
         if trained is not None:
             upsampler.load_state_dict(trained.state_dict())  # a fresh config: the export names no source path
         if self.cfg.resolution % upsampler.scale:
