@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -10,6 +12,7 @@ import torch
 from helpers import run_script_main
 from PIL import Image
 
+from faceedittalker import REPO_ROOT
 from faceedittalker.data.portrait import crop_face
 from faceedittalker.data.preprocess import landmarks_to_crop
 from faceedittalker.landmarks.detector import FaceLandmarker
@@ -32,6 +35,7 @@ from faceedittalker.metrics.world import (
     masked_psnr,
     mouth_brightness,
 )
+from faceedittalker.models.face_upsampler import FaceUpsampler
 from faceedittalker.pipeline import FaceEditTalkerPipeline, crop_portrait
 from faceedittalker.testing import build_random_model
 
@@ -269,8 +273,23 @@ def test_evaluate_world_on_a_random_model(tmp_path, monkeypatch, tiny_judge):
     lip_error = lipsync["p_ldm_lip_error_px"]  # an untrained P_ldm: some error, in pixels of the 32 px frames
     assert len(lip_error["per_clip"]) == 1 and 0 < lip_error["mean"] < 32
     assert result["settings"]["moving_heads"] is True
+    assert result["settings"]["face_upsampler"] is None  # this model decodes its faces at their own size
     talking = result["goal4_talking_edit"]  # the mean over the clips and each clip's rate
     assert talking["judge_rate_with_edit"] == pytest.approx(np.mean(talking["per_clip_with_edit"]), abs=1e-3)
     assert len(talking["per_clip_with_edit"]) == len(talking["per_clip_without_edit"]) == 1
     picture = Image.open(out / "world.png")
     assert picture.size == (8 * 32 * 2, 6 * 32 * 2)  # 8 columns of 32 px tiles at zoom 2; 4 rows + curves
+
+
+def test_world_settings_record_the_face_upsamplers_decoding():
+    """world.json says how the judged faces were decoded: the upsampler's scale and back-projection, or None."""
+    spec = importlib.util.spec_from_file_location("evaluate_world_script", REPO_ROOT / "scripts" / "evaluate_world.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    upsampler = FaceUpsampler(block_out_channels=(8, 8, 8), norm_num_groups=4, back_projection_steps=2,
+                              back_projection_factor=2, back_projection_rows=(0.0, 0.5))
+    settings = script.upsampler_settings(SimpleNamespace(face_upsampler=upsampler))
+    assert settings == {"scale": 4, "back_projection_steps": 2, "back_projection_factor": 2,
+                        "back_projection_rows": [0.0, 0.5]}
+    assert json.loads(json.dumps(settings)) == settings
+    assert script.upsampler_settings(SimpleNamespace(face_upsampler=None)) is None
