@@ -15,6 +15,7 @@ from PIL import Image
 from faceedittalker import REPO_ROOT
 from faceedittalker.data.portrait import crop_face
 from faceedittalker.data.preprocess import landmarks_to_crop
+from faceedittalker.errors import InputError
 from faceedittalker.landmarks.detector import FaceLandmarker
 from faceedittalker.landmarks.regions import region_box
 from faceedittalker.landmarks.topology import RIGHT_EYE_LOWER, RIGHT_EYE_UPPER, mouth_opening
@@ -34,6 +35,7 @@ from faceedittalker.metrics.world import (
     landmarker_opening,
     masked_psnr,
     mouth_brightness,
+    pool_worlds,
 )
 from faceedittalker.models.face_upsampler import FaceUpsampler
 from faceedittalker.pipeline import FaceEditTalkerPipeline, crop_portrait
@@ -293,3 +295,60 @@ def test_world_settings_record_the_face_upsamplers_decoding():
                         "back_projection_rows": [0.0, 0.5]}
     assert json.loads(json.dumps(settings)) == settings
     assert script.upsampler_settings(SimpleNamespace(face_upsampler=None)) is None
+
+
+def world_result(seed: int, with_edit: list[float], judge_audio: list[float], faces: int = 2, **settings) -> dict:
+    """A world.json of evaluate_world.py reduced to what pooling reads."""
+    conditions = ("true_landmarks", "frozen_reference", "audio", "audio_edited", "judge_on_truth")
+    per_clip = {c: {"per_clip": list(judge_audio)} for c in conditions}
+    per_clip["audio_edited"] = {"per_clip": [r - 0.1 for r in judge_audio]}
+    per_clip["landmarker_r"] = {c: {"per_clip": [None] + list(judge_audio[1:])} for c in conditions}
+    row = {"faces": faces, "success_rate": 1.0 - seed * 0.5, "judge_on_reconstruction": 0.0, "others_kept_rate": 0.9}
+    return {"settings": {"model": "m", "judge": "j", "edit": "Eyeglasses", "alpha": 1.0, "edit_guidance": 1.0,
+                         "seed": seed, **settings},
+            "goal2_edit": {"add": row, "remove": row}, "goal3_lipsync": per_clip,
+            "goal4_talking_edit": {"per_clip_with_edit": with_edit, "per_clip_without_edit": [0.0] * len(with_edit)}}
+
+
+def test_pooling_world_runs_counts_every_clip_once_and_weights_goal_2_by_faces():
+    pooled = pool_worlds([world_result(0, [1.0, 1.0, 1.0, 1.0], [0.8, 0.8, 0.8, 0.8], faces=8),
+                          world_result(1, [0.0, 1.0], [0.5, 0.2], faces=8, face_upsampler={"scale": 4})])
+    assert pooled["seeds"] == [0, 1]
+    talking = pooled["goal4_talking_edit"]  # 6 clips: five at 100 %, one at 0 %
+    assert talking["clips"] == 6 and talking["judge_rate_with_edit"] == pytest.approx(5 / 6, abs=1e-4)
+    assert talking["clips_below_90_percent"] == 1 and talking["judge_rate_without_edit"] == 0.0
+    lips = pooled["goal3_lipsync"]
+    assert lips["judge_r"]["audio"] == pytest.approx((4 * 0.8 + 0.5 + 0.2) / 6, abs=1e-4)
+    assert lips["landmarker_r"]["audio"] == pytest.approx((3 * 0.8 + 0.2) / 4, abs=1e-4)  # no face: left out
+    assert talking["judge_r_change"] == pytest.approx(-0.1, abs=1e-4)
+    assert pooled["goal2_edit"]["add"] == {"faces": 16, "success_rate": 0.75, "judge_on_reconstruction": 0.0,
+                                           "others_kept_rate": 0.9}
+    assert pooled["goal2_edit"]["goal_met"] is False  # 75 % added
+
+
+@pytest.mark.parametrize(("second", "message"), [
+    (world_result(0, [1.0], [0.5]), "share a seed"),
+    (world_result(1, [1.0], [0.5], edit_guidance=2.0), "differ in edit_guidance"),
+    (world_result(1, [1.0], [0.5], model="other"), "differ in model"),
+])
+def test_pooling_refuses_runs_that_are_not_one_model_and_setting(second, message):
+    with pytest.raises(InputError, match=message):
+        pool_worlds([world_result(0, [1.0], [0.5]), second])
+
+
+def test_pool_world_script_writes_the_pooled_json_and_refuses_a_missing_run(tmp_path, monkeypatch, capsys):
+    for seed in (0, 1):
+        (tmp_path / f"w{seed}").mkdir()
+        (tmp_path / f"w{seed}" / "world.json").write_text(json.dumps(world_result(seed, [1.0, 0.5], [0.9, 0.7])))
+    out = tmp_path / "pooled.json"
+    code = run_script_main(monkeypatch, "pool_world.py", f"worlds=[{tmp_path / 'w0'},{tmp_path / 'w1' / 'world.json'}]",
+                           f"output={out}")  # fmt: skip
+    assert code == 0
+    pooled = json.loads(out.read_text())
+    assert pooled["goal4_talking_edit"]["clips"] == 4 and pooled["goal4_talking_edit"]["judge_rate_with_edit"] == 0.75
+    assert "over 4 clips (2 below 90 %)" in capsys.readouterr().out
+    code = run_script_main(monkeypatch, "pool_world.py", f"worlds=[{tmp_path / 'w0'},{tmp_path / 'nope'}]",
+                           f"output={tmp_path / 'again.json'}")  # fmt: skip
+    assert code == 2 and not (tmp_path / "again.json").exists()
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot read") and "nope" in err and err.count("\n") == 1  # one line, no traceback

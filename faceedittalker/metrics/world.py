@@ -20,7 +20,7 @@ the reference.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import cv2
@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from faceedittalker.data.images import LabelledImageDataset
 from faceedittalker.data.portrait import crop_face
 from faceedittalker.data.preprocess import landmarks_to_crop
+from faceedittalker.errors import InputError
 from faceedittalker.landmarks.detector import FaceLandmarker
 from faceedittalker.landmarks.regions import attribute_region, region_box
 from faceedittalker.landmarks.topology import LIP_POINTS, mouth_opening
@@ -57,6 +58,14 @@ CLIP_INDEX_OFFSET = 10_000  # clip people are other held-out portraits than the 
 CUSTOM_INDEX_OFFSET = 20_000  # and the custom attribute's examples others again
 UPSAMPLER_INDEX_OFFSET = 30_000  # and the upsampler's faces others again
 PAIRS_INDEX_OFFSET = 30_000  # clips for the upsampler's refinement pairs: people 40 000 on, whom no goal draws
+
+
+def mean_of_defined(values: Sequence[float | None]) -> float | None:
+    """The mean of the values that are not None (a clip where r is undefined), to 4 places; None if none is."""
+    defined = [v for v in values if v is not None]
+    return round(float(np.mean(defined)), 4) if defined else None
+
+
 # --- goal 1 ---
 
 
@@ -346,10 +355,7 @@ def lipsync_goal(pipe: FaceEditTalkerPipeline, judge: WorldJudge, attribute: str
             if c == 0:
                 shown = {"frames": frames, "curves": curves}
 
-    def mean(values: list) -> float | None:
-        defined = [v for v in values if v is not None]
-        return round(float(np.mean(defined)), 4) if defined else None
-
+    mean = mean_of_defined
     lipsync = {name: {"pearson_r_mean": mean(values), "per_clip": values} for name, values in per_clip.items()}
     # Pixels against the rendered truth: whole crop and mouth box (quality against steps reads these too).
     lipsync["psnr_to_truth_db"] = {c: {part: mean(v) for part, v in regions.items()} for c, regions in to_truth.items()}
@@ -438,3 +444,65 @@ def curve_panel(curves: dict[str, np.ndarray], width: int, height: int) -> np.nd
         cv2.polylines(panel, [np.stack([x, y], 1).round().astype(np.int32)], False, colour, 1, cv2.LINE_AA)
         cv2.putText(panel, name, (4, 12 + 11 * k), cv2.FONT_HERSHEY_SIMPLEX, 0.35, colour, 1, cv2.LINE_AA)
     return panel
+
+
+# --- several runs as one ---
+
+# What must agree for runs to be pooled: one model decoded one way, one edit setting; the seed (which people and
+# speech are held out) and the counts may differ.
+POOLED_SETTINGS = ("model", "judge", "edit", "alpha", "edit_guidance", "edit_region", "keep", "steps", "invert_steps",
+                   "moving_heads", "upsample", "face_upsampler")  # fmt: skip
+LIPSYNC_CONDITIONS = ("true_landmarks", "frozen_reference", "audio", "audio_edited")
+
+
+def pool_worlds(results: Sequence[dict]) -> dict:
+    """world.json results of one model and one edit setting on different seeds (other held-out people and speech)
+    as one: goal 2's rates weighted by the faces, goals 3 and 4 over all the clips (each clip counts once)."""
+    if not results:
+        raise InputError("pool at least one world.json")
+    first = results[0]["settings"]
+    for result in results[1:]:
+        differing = [k for k in POOLED_SETTINGS if k in result["settings"] and k in first  # older runs lack some
+                     and result["settings"][k] != first[k]]
+        if differing:
+            raise InputError(f"the runs differ in {', '.join(differing)}: pool only runs of one model and one edit "
+                             "setting")  # fmt: skip
+    seeds = [r["settings"]["seed"] for r in results]
+    if len(set(seeds)) < len(seeds):
+        raise InputError(f"two runs share a seed ({seeds}): they hold the same people and clips")
+    if any("per_clip_with_edit" not in r["goal4_talking_edit"] for r in results):
+        raise InputError("a run has no per-clip goal-4 rates (evaluate_world.py before Dec 7): run it again")
+
+    def clips(read: Callable[[dict], list]) -> list:  # every run's per-clip values, one list
+        return [v for r in results for v in read(r)]
+
+    edits = {}
+    for direction in ("add", "remove"):
+        rows = [r["goal2_edit"][direction] for r in results]
+        faces = sum(row["faces"] for row in rows)
+        edits[direction] = {"faces": faces} | {
+            key: round(sum(row[key] * row["faces"] for row in rows) / faces, 4)
+            for key in ("success_rate", "judge_on_reconstruction", "others_kept_rate")}  # fmt: skip
+    lipsync = {c: mean_of_defined(clips(lambda r, c=c: r["goal3_lipsync"][c]["per_clip"]))
+               for c in (*LIPSYNC_CONDITIONS, "judge_on_truth")}  # fmt: skip
+    landmarker = {c: mean_of_defined(clips(lambda r, c=c: r["goal3_lipsync"]["landmarker_r"][c]["per_clip"]))
+                  for c in LIPSYNC_CONDITIONS}  # fmt: skip
+    with_edit = clips(lambda r: r["goal4_talking_edit"]["per_clip_with_edit"])
+    without_edit = clips(lambda r: r["goal4_talking_edit"]["per_clip_without_edit"])
+
+    def change(r: dict) -> float | None:
+        edited, plain = r["audio_edited"], r["audio"]
+        return None if edited is None or plain is None else round(edited - plain, 4)
+
+    return {
+        "seeds": seeds, "settings": {k: first.get(k) for k in POOLED_SETTINGS},
+        "goal2_edit": edits | {"goal_met": all(edits[d]["success_rate"] >= EDIT_SUCCESS
+                                               and edits[d]["others_kept_rate"] >= OTHERS_KEPT for d in edits)},
+        "goal3_lipsync": {"clips": len(with_edit), "judge_r": lipsync, "landmarker_r": landmarker},
+        "goal4_talking_edit": {
+            "clips": len(with_edit),
+            "judge_rate_without_edit": mean_of_defined(without_edit),
+            "judge_rate_with_edit": mean_of_defined(with_edit),
+            "clips_below_90_percent": sum(v < 0.9 for v in with_edit),
+            "judge_r_change": change(lipsync), "landmarker_r_change": change(landmarker)},
+    }  # fmt: skip
