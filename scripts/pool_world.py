@@ -53,7 +53,7 @@ def main(cfg: DictConfig) -> None:
               + ", ".join(f"{c} {r}" for c, r in lips[reader].items()))
     print(f"goal 4  {talking['judge_rate_without_edit']} -> {talking['judge_rate_with_edit']} of the frames over "
           f"{talking['clips']} clips ({talking['clips_below_90_percent']} below 90 %); r change: judge "
-          f"{talking['judge_r_change']}, landmarker {talking['landmarker_r_change']}")
+          f"{talking['judge_r_change']}, landmarker {talking['landmarker_r_change']}; goal met: {talking['goal_met']}")
 
 
 if __name__ == "__main__":

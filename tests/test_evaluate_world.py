@@ -321,6 +321,7 @@ def test_pooling_world_runs_counts_every_clip_once_and_weights_goal_2_by_faces()
     assert lips["judge_r"]["audio"] == pytest.approx((4 * 0.8 + 0.5 + 0.2) / 6, abs=1e-4)
     assert lips["landmarker_r"]["audio"] == pytest.approx((3 * 0.8 + 0.2) / 4, abs=1e-4)  # no face: left out
     assert talking["judge_r_change"] == pytest.approx(-0.1, abs=1e-4)
+    assert talking["goal_met"] is False  # 83 % of the frames, and the lips 0.1 worse
     assert pooled["goal2_edit"]["add"] == {"faces": 16, "success_rate": 0.75, "judge_on_reconstruction": 0.0,
                                            "others_kept_rate": 0.9}
     assert pooled["goal2_edit"]["goal_met"] is False  # 75 % added
@@ -346,9 +347,20 @@ def test_pool_world_script_writes_the_pooled_json_and_refuses_a_missing_run(tmp_
     assert code == 0
     pooled = json.loads(out.read_text())
     assert pooled["goal4_talking_edit"]["clips"] == 4 and pooled["goal4_talking_edit"]["judge_rate_with_edit"] == 0.75
+    assert pooled["goal4_talking_edit"]["goal_met"] is False
     assert "over 4 clips (2 below 90 %)" in capsys.readouterr().out
     code = run_script_main(monkeypatch, "pool_world.py", f"worlds=[{tmp_path / 'w0'},{tmp_path / 'nope'}]",
                            f"output={tmp_path / 'again.json'}")  # fmt: skip
     assert code == 2 and not (tmp_path / "again.json").exists()
     err = capsys.readouterr().err
     assert err.startswith("error: cannot read") and "nope" in err and err.count("\n") == 1  # one line, no traceback
+
+
+def test_pooled_goal_4_is_met_when_the_rate_holds_and_the_lips_do_not_drop():
+    runs = [world_result(0, [1.0, 0.95], [0.8, 0.8]), world_result(1, [1.0], [0.7])]
+    for run in runs:  # the edited frames' lips as good as the unedited ones
+        run["goal3_lipsync"]["audio_edited"] = run["goal3_lipsync"]["audio"]
+        run["goal3_lipsync"]["landmarker_r"]["audio_edited"] = run["goal3_lipsync"]["landmarker_r"]["audio"]
+    talking = pool_worlds(runs)["goal4_talking_edit"]
+    assert talking["judge_rate_with_edit"] == pytest.approx(0.9833, abs=1e-4) and talking["judge_r_change"] == 0.0
+    assert talking["goal_met"] is True and talking["clips_below_90_percent"] == 0
