@@ -41,16 +41,6 @@ from faceedittalker.pipeline import FaceEditTalkerPipeline, check_edit_guidance,
 from faceedittalker.utils.files import atomic_write, write_json_atomic
 
 
-def upsampler_settings(pipe: FaceEditTalkerPipeline) -> dict | None:
-    """How the generated faces were decoded to the judged size: the face upsampler's back-projection (None: none)."""
-    if pipe.face_upsampler is None:
-        return None
-    config = pipe.face_upsampler.config
-    return {"scale": pipe.face_upsampler.scale, "back_projection_steps": config.back_projection_steps,
-            "back_projection_factor": config.back_projection_factor,
-            "back_projection_rows": None if config.back_projection_rows is None else list(config.back_projection_rows)}
-
-
 @hydra.main(config_path=str(CONFIGS_DIR), config_name="evaluate_world", version_base="1.3")
 @exit_on_input_error
 def main(cfg: DictConfig) -> None:
@@ -111,7 +101,8 @@ def main(cfg: DictConfig) -> None:
                            | {"face_size": pipe.resolution, "edit_guidance": pipe.edit_guidance,  # as used
                               "edit_region": pipe.edit_region,
                               "edit_table": table, "keep": keep,
-                              "face_upsampler": upsampler_settings(pipe)},
+                              "face_upsampler": None if pipe.face_upsampler is None  # how faces were decoded
+                              else {"scale": pipe.face_upsampler.scale, **pipe.face_upsampler.back_projection}},
               "judge_held_out": judge_report["held_out"], "goal1_semantics": semantics, "goal2_edit": edits,
               "goal2_table": edit_table, "goal2_custom_attribute": custom,
               "goal3_lipsync": talking["lipsync"], "goal4_talking_edit": talking["talking_edit"],

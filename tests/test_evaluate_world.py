@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -12,7 +10,6 @@ import torch
 from helpers import run_script_main
 from PIL import Image
 
-from faceedittalker import REPO_ROOT
 from faceedittalker.data.portrait import crop_face
 from faceedittalker.data.preprocess import landmarks_to_crop
 from faceedittalker.errors import InputError
@@ -37,7 +34,6 @@ from faceedittalker.metrics.world import (
     mouth_brightness,
     pool_worlds,
 )
-from faceedittalker.models.face_upsampler import FaceUpsampler
 from faceedittalker.pipeline import FaceEditTalkerPipeline, crop_portrait
 from faceedittalker.testing import build_random_model
 
@@ -281,20 +277,6 @@ def test_evaluate_world_on_a_random_model(tmp_path, monkeypatch, tiny_judge):
     assert len(talking["per_clip_with_edit"]) == len(talking["per_clip_without_edit"]) == 1
     picture = Image.open(out / "world.png")
     assert picture.size == (8 * 32 * 2, 6 * 32 * 2)  # 8 columns of 32 px tiles at zoom 2; 4 rows + curves
-
-
-def test_world_settings_record_the_face_upsamplers_decoding():
-    """world.json says how the judged faces were decoded: the upsampler's scale and back-projection, or None."""
-    spec = importlib.util.spec_from_file_location("evaluate_world_script", REPO_ROOT / "scripts" / "evaluate_world.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    upsampler = FaceUpsampler(block_out_channels=(8, 8, 8), norm_num_groups=4, back_projection_steps=2,
-                              back_projection_factor=2, back_projection_rows=(0.0, 0.5))
-    settings = script.upsampler_settings(SimpleNamespace(face_upsampler=upsampler))
-    assert settings == {"scale": 4, "back_projection_steps": 2, "back_projection_factor": 2,
-                        "back_projection_rows": [0.0, 0.5]}
-    assert json.loads(json.dumps(settings)) == settings
-    assert script.upsampler_settings(SimpleNamespace(face_upsampler=None)) is None
 
 
 def world_result(seed: int, with_edit: list[float], judge_audio: list[float], faces: int = 2, **settings) -> dict:

@@ -271,3 +271,10 @@ def test_stage0_refines_an_upsampler_on_pairs_from_its_init(tmp_path, tiny_cache
                                                     experiment="tiny/upsampler"))  # fmt: skip
         with pytest.raises(InputError, match="back_projection"):
             STAGES[0](wrong).build_modules()
+
+
+def test_back_projection_settings_read_back_as_stage_0_names_them():
+    """`back_projection` is what world.json records of a model's decoding: stage 0's {steps, factor, rows}."""
+    assert FaceUpsampler(**TINY).back_projection == {"steps": 0, "factor": 1, "rows": None}
+    upsampler = FaceUpsampler(**TINY, back_projection_steps=2, back_projection_factor=2, back_projection_rows=(0, 0.5))
+    assert upsampler.back_projection == {"steps": 2, "factor": 2, "rows": [0.0, 0.5]}

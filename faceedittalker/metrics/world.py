@@ -55,6 +55,9 @@ from faceedittalker.synthetic.sets import (
 PIXELS_SOLVE = 0.95  # an attribute whose pixel probe reaches this AUC is "already solved by the pixels"
 EDIT_SUCCESS, OTHERS_KEPT = 0.8, 0.9  # the issue's goals: edit applied on >= 80 %, other attributes kept on >= 90 %
 TALKING_EDIT_RATE, TALKING_R_DROP = 0.9, 0.05  # goal 4: the edit on >= 90 % of the frames, lip-sync r down <= 0.05
+# What drives the generated frames of goals 3 and 4: the true landmarks, the reference's frozen ones, P_ldm from the
+# audio, and P_ldm with the edit.
+LIPSYNC_CONDITIONS = ("true_landmarks", "frozen_reference", "audio", "audio_edited")
 CLIP_INDEX_OFFSET = 10_000  # clip people are other held-out portraits than the edited faces
 CUSTOM_INDEX_OFFSET = 20_000  # and the custom attribute's examples others again
 UPSAMPLER_INDEX_OFFSET = 30_000  # and the upsampler's faces others again
@@ -305,7 +308,7 @@ def lipsync_goal(pipe: FaceEditTalkerPipeline, judge: WorldJudge, attribute: str
     and, for the picture, the frames and mouth curves of the first clip."""
     keep = [k for k in keep if k != attribute]
     column = judge.names.index(attribute)
-    conditions = ("true_landmarks", "frozen_reference", "audio", "audio_edited")
+    conditions = LIPSYNC_CONDITIONS
     per_clip: dict[str, list] = {c: [] for c in (*conditions, "judge_on_truth", "p_ldm_landmarks")}
     attribute_rate: dict[str, list[float]] = {"audio": [], "audio_edited": []}
     to_truth: dict[str, dict[str, list[float]]] = {c: {"frame": [], "mouth": []} for c in conditions}  # PSNR, dB
@@ -453,7 +456,6 @@ def curve_panel(curves: dict[str, np.ndarray], width: int, height: int) -> np.nd
 # speech are held out) and the counts may differ.
 POOLED_SETTINGS = ("model", "judge", "edit", "alpha", "edit_guidance", "edit_region", "keep", "steps", "invert_steps",
                    "moving_heads", "upsample", "face_upsampler")  # fmt: skip
-LIPSYNC_CONDITIONS = ("true_landmarks", "frozen_reference", "audio", "audio_edited")
 
 
 def pool_worlds(results: Sequence[dict]) -> dict:

@@ -74,6 +74,13 @@ class FaceUpsampler(ModelMixin, ConfigMixin):
         """The baseline the residual is added to: (B, 3, r, r) -> (B, 3, scale r, scale r), not clamped."""
         return F.interpolate(faces, scale_factor=self.scale, mode="bicubic", align_corners=False)
 
+    @property
+    def back_projection(self) -> dict:
+        """The decoding's back-projection as stage 0's config names it: {steps, factor, rows} (rows: None or a list)."""
+        rows = self.config.back_projection_rows
+        return {"steps": int(self.config.back_projection_steps), "factor": int(self.config.back_projection_factor),
+                "rows": None if rows is None else [float(r) for r in rows]}
+
     def back_project(self, faces: torch.Tensor, upsampled: torch.Tensor) -> torch.Tensor:
         """`back_projection_steps` rounds pulling `upsampled` (B, 3, s r, s r) towards downsample(.) == faces at
         r / `back_projection_factor`, in the rows `back_projection_rows` of the face (fractions; None: all)."""
