@@ -204,7 +204,8 @@ class FaceEditTalkerPipeline(PretrainedFolder):
     def __init__(self, video_model: TalkingHeadModel, landmark_predictor: LandmarkPredictor,
                  audio_encoder: CachedAudioEncoder, attribute_library: AttributeClassifier | None = None,
                  decode_batch_size: int = 8, edit_guidance: float = 0.0, edit_region: bool = False,
-                 face_upsampler: FaceUpsampler | None = None):
+                 face_upsampler: FaceUpsampler | None = None,
+                 edit_guidance_interval: Sequence[float] = (0.0, 1.0)):
         self.video_model = video_model.eval()
         self.landmark_predictor = landmark_predictor.eval()
         self.audio_encoder = audio_encoder
@@ -215,6 +216,8 @@ class FaceEditTalkerPipeline(PretrainedFolder):
         # The edit guidance of every edit unless a call gives its own: 0 is the paper's Eq. 3 alone
         # (`edit_guided`; a model folder may save the value its recipe was measured with).
         self.edit_guidance = check_edit_guidance(edit_guidance)
+        # The noise levels t / T in [lo, hi) where that guidance acts (elsewhere s = 0); (0, 1): every step.
+        self.edit_guidance_interval = check_edit_guidance_interval(edit_guidance_interval)
         # Confine edits of attributes with a landmark region (landmarks/regions.py) to it; False: the paper's.
         self.edit_region = check_edit_region(edit_region)
         if landmark_predictor.config.audio_dim != audio_encoder.dim:
@@ -224,7 +227,8 @@ class FaceEditTalkerPipeline(PretrainedFolder):
     # ----- persistence -----------------------------------------------------------------------------------
     def settings(self) -> dict[str, Any]:
         return {"audio_encoder": self.audio_encoder.describe(), "decode_batch_size": self.decode_batch_size,
-                "edit_guidance": self.edit_guidance, "edit_region": self.edit_region}
+                "edit_guidance": self.edit_guidance, "edit_guidance_interval": list(self.edit_guidance_interval),
+                "edit_region": self.edit_region}
 
     @classmethod
     def _from_parts(cls, directory: Path, config: dict, parts: dict, audio_encoder: str | None = None,
@@ -234,7 +238,7 @@ class FaceEditTalkerPipeline(PretrainedFolder):
         encoder = build_audio_encoder(config["audio_encoder"], device=device, model_name_or_path=audio_encoder)
         return cls(audio_encoder=encoder, decode_batch_size=int(config.get("decode_batch_size", 8)),
                    edit_guidance=config.get("edit_guidance", 0.0), edit_region=config.get("edit_region", False),
-                   **parts)  # fmt: skip
+                   edit_guidance_interval=config.get("edit_guidance_interval", (0.0, 1.0)), **parts)  # fmt: skip
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, device: str | torch.device = "cpu",
@@ -293,10 +297,14 @@ class FaceEditTalkerPipeline(PretrainedFolder):
         if precision not in PRECISIONS:
             raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
 
-    def edit_settings(self, edit_guidance: float | None, edit_region: bool | None) -> tuple[float, bool]:
-        """A request's (edit_guidance, edit_region), checked; None takes the model's."""
+    def edit_settings(self, edit_guidance: float | None, edit_region: bool | None,
+                      edit_guidance_interval: Sequence[float] | None = None
+                      ) -> tuple[float, bool, tuple[float, float]]:
+        """A request's (edit_guidance, edit_region, edit_guidance_interval), checked; None takes the model's."""
         return (self.edit_guidance if edit_guidance is None else check_edit_guidance(edit_guidance),
-                self.edit_region if edit_region is None else check_edit_region(edit_region))  # fmt: skip
+                self.edit_region if edit_region is None else check_edit_region(edit_region),
+                self.edit_guidance_interval if edit_guidance_interval is None
+                else check_edit_guidance_interval(edit_guidance_interval))  # fmt: skip
 
     def edit_mask(self, edits: EditRequest | None, landmarks: np.ndarray, size: int, region: bool
                   ) -> torch.Tensor | None:
@@ -358,17 +366,19 @@ class FaceEditTalkerPipeline(PretrainedFolder):
         edit_guidance: float | None = None,
         edit_region: bool | None = None,
         keep: str | Sequence[str] | None = None,
+        edit_guidance_interval: Sequence[float] | None = None,
     ) -> FaceEditTalkerOutput:
         """Generate the talking video of `portrait` (path or (H, W, 3) uint8) speaking `audio` (path or 16 kHz
         mono waveform). With `output` the frames are streamed into that mp4 (H.264 + AAC, 25 fps, written
         atomically); without it they are returned. `landmarks_output` writes a second video: the frames beside
         the landmark images that drove them. `edit_guidance` amplifies the edit, `edit_region` confines it to the
         attribute's region in every frame (None: the model's; `edit_guided`), each at the cost of a second denoiser
-        pass per step; `keep` names attributes the edit must not move (`AttributeClassifier.edit`)."""
+        pass per step; `edit_guidance_interval` [lo, hi) limits the guidance to steps with lo <= t / T < hi; `keep`
+        names attributes the edit must not move (`AttributeClassifier.edit`)."""
         # 1. Check inputs (every option before any heavy work).
         edits = parse_edits(edit, alpha, ramp, keep=keep)
         self.check_inputs(edits, steps, precision)
-        guidance, region = self.edit_settings(edit_guidance, edit_region)
+        guidance, region, interval = self.edit_settings(edit_guidance, edit_region, edit_guidance_interval)
         if seed is not None:
             torch.manual_seed(seed)  # DDIM here is deterministic (eta = 0); the seed covers any randomness left
         model = self.video_model
@@ -399,7 +409,7 @@ class FaceEditTalkerPipeline(PretrainedFolder):
             mask = self.edit_mask(edits, landmarks, z_T.shape[-1], region)  # (1, T, 1, h, w) or None
             z0 = model.denoise(z_T, codes, landmark_images, reference_image, num_frames, steps, progress=progress,
                                unedited_z_sem=z_sem if edits is not None else None, edit_guidance=guidance,
-                               edit_mask=mask)  # fmt: skip
+                               edit_mask=mask, edit_guidance_interval=interval)  # fmt: skip
         # 5. Decode in batches, paste back, stream to the writer.
         # The pasted region covers the face in every predicted frame (an open jaw reaches below the reference's).
         blend = PasteBack(image, crop, landmarks=np.concatenate([crop.landmarks[None], landmarks])) if paste_back \
@@ -446,6 +456,7 @@ class FaceEditTalkerPipeline(PretrainedFolder):
         edit_guidance: float | None = None,
         edit_region: bool | None = None,
         keep: str | Sequence[str] | None = None,
+        edit_guidance_interval: Sequence[float] | None = None,
     ) -> EditedPortrait:
         """Fig. 3 on one portrait through the video model: the crop's z_sem edited (Eq. 3) and decoded with the
         crop's own Z_T, driven by its own landmarks (a still window, as in the inversion); frame 0 is kept."""
@@ -453,14 +464,15 @@ class FaceEditTalkerPipeline(PretrainedFolder):
         if edits is None:
             raise InputError("give an edit, e.g. edit=Eyeglasses alpha=0.8")
         self.check_inputs(edits, steps, "fp32")
-        guidance, region = self.edit_settings(edit_guidance, edit_region)
+        guidance, region, interval = self.edit_settings(edit_guidance, edit_region, edit_guidance_interval)
         image, crop, x_ref = self.prepare_portrait(portrait, face)
         reference_image = self.landmark_image(crop.landmarks)
         z_sem, z_T = self.video_model.encode_reference(x_ref, reference_image)
         reconstruction = self.decode_still(z_T, z_sem, reference_image, steps)
         mask = self.edit_mask(edits, crop.landmarks[None], z_T.shape[-1], region)  # (1, 1, 1, h, w) or None
         edited = self.decode_still(z_T, self.edited_codes(z_sem, edits, 1), reference_image, steps,
-                                   unedited_z_sem=z_sem, edit_guidance=guidance, edit_mask=mask)  # fmt: skip
+                                   unedited_z_sem=z_sem, edit_guidance=guidance, edit_mask=mask,
+                                   edit_guidance_interval=interval)  # fmt: skip
         return EditedPortrait(portrait=image, crop=crop, face=crop_face(image, crop, self.resolution),
                               reconstruction=reconstruction, edited=edited, pasted=PasteBack(image, crop)(edited))
 
@@ -494,13 +506,15 @@ class FaceEditTalkerPipeline(PretrainedFolder):
     @torch.no_grad()
     def decode_still(self, z_T: torch.Tensor, z_sem: torch.Tensor, landmark_image: torch.Tensor,
                      steps: int | None = None, unedited_z_sem: torch.Tensor | None = None,
-                     edit_guidance: float = 0.0, edit_mask: torch.Tensor | None = None) -> np.ndarray:
+                     edit_guidance: float = 0.0, edit_mask: torch.Tensor | None = None,
+                     edit_guidance_interval: tuple[float, float] = (0.0, 1.0)) -> np.ndarray:
         """One face (R, R, 3) uint8 from Z_T and z_sem (1, Z), driven by one landmark image on a still window
         (as in the inversion); frame 0 is kept. An edited z_sem may be guided (`TalkingHeadModel.denoise`)."""
         model = self.video_model
         still = landmark_image[:, None].expand(1, model.num_frames, -1, -1, -1)
         z0 = model.denoise(z_T, z_sem, still, landmark_image, model.num_frames, steps, unedited_z_sem=unedited_z_sem,
-                           edit_guidance=edit_guidance, edit_mask=edit_mask)  # fmt: skip
+                           edit_guidance=edit_guidance, edit_mask=edit_mask,
+                           edit_guidance_interval=edit_guidance_interval)  # fmt: skip
         return to_uint8(self.decode(z0[:, 0]).float())[0]
 
     def _autocast(self, precision: str) -> contextlib.AbstractContextManager:
@@ -515,6 +529,21 @@ def check_edit_guidance(scale: object) -> float:
             or not 0 <= scale <= MAX_EDIT_GUIDANCE:
         raise InputError(f"edit_guidance must be a number in [0, {MAX_EDIT_GUIDANCE:g}], got {scale!r}")
     return float(scale)
+
+
+def check_edit_guidance_interval(interval: object) -> tuple[float, float]:
+    """[lo, hi) with 0 <= lo < hi <= 1: the noise levels t / T where edit guidance acts, or an `InputError`."""
+    bounds = None
+    if not isinstance(interval, str | bytes) and hasattr(interval, "__len__") and len(interval) == 2 \
+            and not any(isinstance(v, bool | str) for v in interval):
+        try:  # a list, a tuple or a Hydra ListConfig
+            bounds = tuple(float(v) for v in interval)
+        except (TypeError, ValueError):
+            bounds = None
+    if bounds is None or not 0.0 <= bounds[0] < bounds[1] <= 1.0:
+        raise InputError(f"edit_guidance_interval must be [lo, hi] with 0 <= lo < hi <= 1 (fractions of the noise "
+                         f"levels), got {interval!r}")
+    return bounds
 
 
 def check_edit_region(value: object) -> bool:
@@ -567,7 +596,8 @@ def _beside(frame: np.ndarray, landmarks: np.ndarray, size: int) -> np.ndarray:
 def assemble_model(video: str | os.PathLike, landmarks: str | os.PathLike, output: str | os.PathLike,
                    attributes: str | os.PathLike | None = None, overwrite: bool = False, copy_vae: bool = True,
                    edit_guidance: float = 0.0, edit_region: bool = False,
-                   upsampler: str | os.PathLike | None = None) -> Path:
+                   upsampler: str | os.PathLike | None = None,
+                   edit_guidance_interval: Sequence[float] = (0.0, 1.0)) -> Path:
     """One model folder from the stage exports: the stage-3 video export (`talking_head.json`, E_sem, eps_theta,
     E_ldm), the stage-3 landmark export (`landmark_predictor/`, `audio_encoder.json`) and optionally the stage-2
     export (`attribute_classifier/`). Files are copied (no weights are re-saved); the folder is written under a
@@ -576,13 +606,14 @@ def assemble_model(video: str | os.PathLike, landmarks: str | os.PathLike, outpu
     With `copy_vae`, a VAE that the video export names by a local folder (stage 0's small world VAE, or a
     downloaded SD-VAE) is copied into `video_model/autoencoder/` and named relatively, so the model folder works
     on any machine; a hub id stays a reference (and `copy_vae=False` keeps any VAE a reference).
-    `edit_guidance` and `edit_region` are the model's edit defaults (`FaceEditTalkerPipeline`; 0 and False: the
-    paper's Eq. 3). `upsampler` is a stage-0 upsampler export (`face_upsampler/`, beyond the paper) whose x4
-    decoder the model then applies to every generated face."""
+    `edit_guidance`, `edit_guidance_interval` and `edit_region` are the model's edit defaults
+    (`FaceEditTalkerPipeline`; 0, every step and False: the paper's Eq. 3). `upsampler` is a stage-0 upsampler
+    export (`face_upsampler/`, beyond the paper) whose x4 decoder the model then applies to every generated face."""
     from faceedittalker.models.audio_encoder import audio_encoder_settings
     from faceedittalker.stages.stage3_landmarks import AUDIO_ENCODER_FILE
 
     edit_guidance, edit_region = check_edit_guidance(edit_guidance), check_edit_region(edit_region)
+    edit_guidance_interval = check_edit_guidance_interval(edit_guidance_interval)
     video_dir, video_config = TalkingHeadModel.read_config(video)
     vae = dict(video_config.get("autoencoder") or {})
     vae_dir = None
@@ -625,7 +656,8 @@ def assemble_model(video: str | os.PathLike, landmarks: str | os.PathLike, outpu
         index = {"_class_name": FaceEditTalkerPipeline.__name__, "format_version": FORMAT_VERSION,
                  "faceedittalker_version": __version__, "video_model": TalkingHeadModel.__name__,
                  "landmark_predictor": LandmarkPredictor.__name__, "audio_encoder": audio_settings,
-                 "decode_batch_size": 8, "edit_guidance": edit_guidance, "edit_region": edit_region}  # fmt: skip
+                 "decode_batch_size": 8, "edit_guidance": edit_guidance,
+                 "edit_guidance_interval": list(edit_guidance_interval), "edit_region": edit_region}  # fmt: skip
         if attribute_dir is not None:
             index["attribute_library"] = AttributeClassifier.__name__
         if upsampler_dir is not None:

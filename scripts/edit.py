@@ -55,13 +55,14 @@ def main(cfg: DictConfig) -> Path:
         name, strength = next(iter(request.alphas.items()))
         alphas = np.linspace(-abs(strength), abs(strength), SWEEP_COLUMNS)
         results = [pipe.edit_image(ref, name, float(a), cfg.steps, cfg.face, cfg.edit_guidance, cfg.edit_region,
-                                   request.keep) for a in alphas]  # fmt: skip
+                                   request.keep, plain(cfg.edit_guidance_interval)) for a in alphas]  # fmt: skip
         columns = [as_tensor(results[0].face)] + [as_tensor(r.edited) for r in results]
         save_grid(columns, output, cfg.zoom)
         print(f"wrote {output} (input | {name} at alpha {', '.join(f'{a:+.2f}' for a in alphas)})")
         return output
     result = pipe.edit_image(ref, list(request.alphas), list(request.alphas.values()), cfg.steps, cfg.face,
-                             cfg.edit_guidance, cfg.edit_region, request.keep)  # fmt: skip
+                             cfg.edit_guidance, cfg.edit_region, request.keep,
+                             plain(cfg.edit_guidance_interval))  # fmt: skip
     if cfg.grid:
         save_grid([as_tensor(result.face), as_tensor(result.reconstruction), as_tensor(result.edited)], output,
                   cfg.zoom)  # fmt: skip

@@ -25,6 +25,7 @@ from omegaconf import DictConfig
 from PIL import Image
 
 from faceedittalker import CONFIGS_DIR
+from faceedittalker.cli.options import plain
 from faceedittalker.errors import InputError, exit_on_input_error
 from faceedittalker.metrics.judge import load_judge
 from faceedittalker.metrics.world import (
@@ -37,7 +38,12 @@ from faceedittalker.metrics.world import (
     world_picture,
 )
 from faceedittalker.models.attributes import MIN_EXAMPLES
-from faceedittalker.pipeline import FaceEditTalkerPipeline, check_edit_guidance, check_edit_region
+from faceedittalker.pipeline import (
+    FaceEditTalkerPipeline,
+    check_edit_guidance,
+    check_edit_guidance_interval,
+    check_edit_region,
+)
 from faceedittalker.utils.files import atomic_write, write_json_atomic
 
 
@@ -55,6 +61,8 @@ def main(cfg: DictConfig) -> None:
         pipe.set_invert_steps(cfg.invert_steps)
     if cfg.edit_guidance is not None:
         pipe.edit_guidance = check_edit_guidance(cfg.edit_guidance)  # every edit below, stills and videos
+    if cfg.edit_guidance_interval is not None:
+        pipe.edit_guidance_interval = check_edit_guidance_interval(plain(cfg.edit_guidance_interval))
     if cfg.edit_region is not None:
         pipe.edit_region = check_edit_region(cfg.edit_region)
     judge, judge_report = load_judge(cfg.judge, cfg.device)
@@ -99,6 +107,7 @@ def main(cfg: DictConfig) -> None:
                                                "custom_examples", "moving_heads", "upsample",
                                                "upsampler_faces")}
                            | {"face_size": pipe.resolution, "edit_guidance": pipe.edit_guidance,  # as used
+                              "edit_guidance_interval": list(pipe.edit_guidance_interval),
                               "edit_region": pipe.edit_region,
                               "edit_table": table, "keep": keep,
                               "face_upsampler": None if pipe.face_upsampler is None  # how faces were decoded

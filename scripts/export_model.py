@@ -17,6 +17,7 @@ import hydra
 from omegaconf import DictConfig
 
 from faceedittalker import CONFIGS_DIR
+from faceedittalker.cli.options import plain
 from faceedittalker.errors import InputError, exit_on_input_error
 from faceedittalker.pipeline import add_upsampler, assemble_model
 
@@ -33,7 +34,7 @@ def main(cfg: DictConfig) -> None:
         raise InputError("give video=, landmarks= and output= (the stage exports and the model folder to write)")
     output = assemble_model(cfg.video, cfg.landmarks, cfg.output, attributes=cfg.attributes, overwrite=cfg.overwrite,
                             copy_vae=cfg.copy_vae, edit_guidance=cfg.edit_guidance, edit_region=cfg.edit_region,
-                            upsampler=cfg.upsampler)
+                            upsampler=cfg.upsampler, edit_guidance_interval=plain(cfg.edit_guidance_interval))
     print(f"wrote {output}")
 
 

@@ -43,7 +43,7 @@ def main(cfg: DictConfig) -> None:
         write_json_atomic(Path(cfg.output).expanduser(), pooled)
     edits, lips, talking = pooled["goal2_edit"], pooled["goal3_lipsync"], pooled["goal4_talking_edit"]
     print(f"seeds {pooled['seeds']}: {pooled['settings']['edit']} alpha {pooled['settings']['alpha']}, "
-          f"guidance {pooled['settings']['edit_guidance']}")
+          f"guidance {pooled['settings']['edit_guidance']} at t/T in {pooled['settings']['edit_guidance_interval']}")
     for direction in ("add", "remove"):
         d = edits[direction]
         print(f"goal 2  {direction}: {d['success_rate']:.0%} of {d['faces']} faces, others kept "

@@ -39,6 +39,12 @@ def test_edit_guidance_is_saved_with_the_model_and_moves_the_edit_further(tiny_m
     np.testing.assert_array_equal(again.edit_image(ASTRONAUT_PATH, "Eyeglasses", 0.5).edited, guided.edited)
     with pytest.raises(InputError, match=r"edit_guidance must be a number in \[0, 10\], got 11"):
         pipe.edit_image(ASTRONAUT_PATH, "Eyeglasses", 0.5, edit_guidance=11)
+    # Guidance limited to noise levels no step visits is the plain edit; the interval is saved with the model.
+    outside = pipe.edit_image(ASTRONAUT_PATH, "Eyeglasses", 0.5, edit_guidance=2.0, edit_guidance_interval=[0.999, 1])
+    assert np.abs(outside.edited.astype(int) - plain.edited).max() <= 1
+    pipe.edit_guidance_interval = (0.0, 0.5)
+    pipe.save_pretrained(tmp_path / "interval")
+    assert FaceEditTalkerPipeline.from_pretrained(tmp_path / "interval").edit_guidance_interval == (0.0, 0.5)
 
 
 def test_edit_region_keeps_the_rest_of_the_face_on_the_unedited_code(tiny_model):

@@ -95,6 +95,7 @@ BAD_INPUTS = [
     ("edit=Eyeglasses edit_guidance=-1", "edit_guidance must be a number in [0, 10]"),
     ("edit=Eyeglasses edit_guidance=abc", "edit_guidance must be a number"),
     ("edit=Eyeglasses edit_region=maybe", "edit_region must be true or false"),
+    ("edit=Eyeglasses edit_guidance_interval=[0.5,0.2]", "edit_guidance_interval must be [lo, hi] with 0 <= lo < hi"),
     ("model={bad}/no_model", "model folder not found"),
     ("model={bad}/incomplete_model", "incomplete FaceEditTalker model folder"),
     ("model={bad}/broken_model", "'os.system'"),

@@ -95,12 +95,18 @@ def test_export_assembles_atomically_and_names_what_is_missing(tmp_path):
     assert sorted(p.name for p in model.iterdir()) == ["attribute_library", "landmark_predictor", "model_index.json",
                                                         "video_model"]  # fmt: skip
     assert FaceEditTalkerPipeline.from_pretrained(model).edit_guidance == 0.0  # the paper's edit by default
+    assert FaceEditTalkerPipeline.from_pretrained(model).edit_guidance_interval == (0.0, 1.0)  # every step
     guided = assemble_model(video, landmarks, tmp_path / "guided", attributes=attributes, edit_guidance=1.5,
-                            edit_region=True)  # fmt: skip
+                            edit_region=True, edit_guidance_interval=[0, 0.5])  # fmt: skip
     pipe = FaceEditTalkerPipeline.from_pretrained(guided)
-    assert (pipe.edit_guidance, pipe.edit_region) == (1.5, True)
+    assert (pipe.edit_guidance, pipe.edit_region, pipe.edit_guidance_interval) == (1.5, True, (0.0, 0.5))
+    assert json.loads((guided / "model_index.json").read_text())["edit_guidance_interval"] == [0.0, 0.5]
     with pytest.raises(InputError, match="edit_guidance must be a number in"):
         assemble_model(video, landmarks, tmp_path / "models" / "c", edit_guidance=-1)
+    for interval in ([0.5, 0.2], [0, 1.5], [0.5], 0.5, "0,1", [True, 1]):
+        with pytest.raises(InputError, match=r"edit_guidance_interval must be \[lo, hi\] with 0 <= lo < hi <= 1"):
+            assemble_model(video, landmarks, tmp_path / "models" / "d", edit_guidance_interval=interval)
+    assert not (tmp_path / "models" / "c").exists() and not (tmp_path / "models" / "d").exists()
     with pytest.raises(InputError, match="exists already"):
         assemble_model(video, landmarks, model)
     (landmarks / "audio_encoder.json").unlink()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 import torch
@@ -266,3 +268,24 @@ def test_edit_guidance_amplifies_the_edit_and_zero_is_eq3_alone():
     one_guided = model.denoise(z_T, z_edit, images, reference, 5, steps=1, unedited_z_sem=z_sem, edit_guidance=1.5)
     torch.testing.assert_close(one_guided - unedited, 2.5 * (one - unedited), atol=1e-4, rtol=1e-3)
     assert not torch.allclose(guided, plain)
+
+
+def test_edit_guidance_acts_only_inside_its_interval_of_noise_levels():
+    edited, unedited = (lambda z, t: z + 1.0), (lambda z, t: 2.0 * z)
+    z = torch.randn(2, 3)
+    guided = edit_guided(edited, unedited, 2.0, interval=(0.0, 500.0))
+    torch.testing.assert_close(guided(z, torch.tensor(499)), (z + 1) + 2.0 * ((z + 1) - 2 * z))  # inside: s = 2
+    torch.testing.assert_close(guided(z, torch.tensor(500)), z + 1)  # outside: s = 0, the edited code alone
+    per_video = guided(z, torch.tensor([100, 900]))  # timesteps per video: each its own factor
+    torch.testing.assert_close(per_video, torch.stack([(z[0] + 1) + 2.0 * (1 - z[0]), z[1] + 1]))
+    model = talking_head(temporal=False)
+    z_T, z_sem, z_edit = torch.randn(1, 1, 3, 16, 16), torch.randn(1, 8), torch.randn(1, 8)
+    images, reference = torch.rand(1, 5, 3, 32, 32), torch.rand(1, 3, 32, 32)
+    run = functools.partial(model.denoise, z_T, z_edit, images, reference, 5, steps=2, unedited_z_sem=z_sem,
+                            edit_guidance=1.5)
+    plain = model.denoise(z_T, z_edit, images, reference, 5, steps=2)
+    every_step = run()
+    torch.testing.assert_close(run(edit_guidance_interval=(0.0, 1.0)), every_step)  # the default: every step
+    torch.testing.assert_close(run(edit_guidance_interval=(0.999, 1.0)), plain, atol=1e-5, rtol=1e-4)  # no step in it
+    low_noise_only = run(edit_guidance_interval=(0.0, 0.5))  # of the 2 steps, only the low-noise one guided
+    assert not torch.allclose(low_noise_only, plain) and not torch.allclose(low_noise_only, every_step)

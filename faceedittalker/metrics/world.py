@@ -454,8 +454,10 @@ def curve_panel(curves: dict[str, np.ndarray], width: int, height: int) -> np.nd
 
 # What must agree for runs to be pooled: one model decoded one way, one edit setting; the seed (which people and
 # speech are held out) and the counts may differ.
-POOLED_SETTINGS = ("model", "judge", "edit", "alpha", "edit_guidance", "edit_region", "keep", "steps", "invert_steps",
-                   "moving_heads", "upsample", "face_upsampler")  # fmt: skip
+POOLED_SETTINGS = ("model", "judge", "edit", "alpha", "edit_guidance", "edit_guidance_interval", "edit_region",
+                   "keep", "steps", "invert_steps", "moving_heads", "upsample", "face_upsampler")  # fmt: skip
+# What a run written before a setting existed used (runs before Dec 8 guided at every step).
+SETTING_DEFAULTS = {"edit_guidance_interval": [0.0, 1.0]}
 
 
 def pool_worlds(results: Sequence[dict]) -> dict:
@@ -463,10 +465,11 @@ def pool_worlds(results: Sequence[dict]) -> dict:
     as one: goal 2's rates weighted by the faces, goals 3 and 4 over all the clips (each clip counts once)."""
     if not results:
         raise InputError("pool at least one world.json")
-    first = results[0]["settings"]
-    for result in results[1:]:
-        differing = [k for k in POOLED_SETTINGS if k in result["settings"] and k in first  # older runs lack some
-                     and result["settings"][k] != first[k]]
+    settings = [SETTING_DEFAULTS | r["settings"] for r in results]
+    first = settings[0]
+    for other in settings[1:]:
+        differing = [k for k in POOLED_SETTINGS if k in other and k in first  # older runs lack some
+                     and other[k] != first[k]]
         if differing:
             raise InputError(f"the runs differ in {', '.join(differing)}: pool only runs of one model and one edit "
                              "setting")  # fmt: skip

@@ -45,18 +45,25 @@ def window_starts(num_frames: int, window: int, overlap: int) -> list[int]:
     return [*starts, num_frames - window]
 
 
-def edit_guided(edited: Denoiser, unedited: Denoiser, scale: float, mask: torch.Tensor | None = None) -> Denoiser:
+def edit_guided(edited: Denoiser, unedited: Denoiser, scale: float, mask: torch.Tensor | None = None,
+                interval: tuple[float, float] | None = None) -> Denoiser:
     """Edit guidance and edit regions (beyond the paper; classifier-free guidance's form applied to an edit of
     z_sem, and blended diffusion's mask):
         eps = eps(z_sem) + m * (1 + s) * (eps(z_sem') - eps(z_sem))
     s = 0 and m = 1 is Eq. 3 alone. Moving z_sem further along w (a larger alpha) also moves it along whatever else
     w carries and off the codes the decoder saw; guidance instead amplifies what the decoder does with the edit,
     which on the tiny world removed glasses that alpha alone could not. The mask m (B, T, 1, h, w) in [0, 1], the
-    attribute's region per frame, keeps the rest of every frame on the unedited code (README, "Edit guidance")."""
+    attribute's region per frame, keeps the rest of every frame on the unedited code (README, "Edit guidance").
+    `interval` (lo, hi) in timesteps applies s only at steps with lo <= t < hi and s = 0 elsewhere (guidance in a
+    limited interval, Kynkaanniemi et al. 2024); None: every step."""
 
     def eps(z_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         plain = unedited(z_t, t)
-        change = (1 + scale) * (edited(z_t, t) - plain)
+        factor = torch.as_tensor(1.0 + scale)
+        if interval is not None:  # per video when t is (B,): (B, 1, ..., 1)
+            inside = (t >= interval[0]) & (t < interval[1])
+            factor = (1.0 + scale * inside.float()).reshape(-1, *[1] * (plain.dim() - 1))
+        change = factor.to(plain) * (edited(z_t, t) - plain)
         return plain + (change if mask is None else mask.to(change) * change)
 
     return eps
@@ -198,17 +205,21 @@ class TalkingHeadModel(PretrainedFolder, nn.Module):
         unedited_z_sem: torch.Tensor | None = None,
         edit_guidance: float = 0.0,
         edit_mask: torch.Tensor | None = None,
+        edit_guidance_interval: tuple[float, float] = (0.0, 1.0),
     ) -> torch.Tensor:
         """Z_T (B, 1 or T, C, h, w), z_sem (B, Z) or (B, T, Z) -> the clean latents Z_0 (B, T, C, h, w).
 
-        With `unedited_z_sem`, z_sem is an edited code, and `edit_guidance` s > 0 amplifies the edit at every step,
-        `edit_mask` (B, 1 or T, 1, h, w) confines it to a region (`edit_guided`); either costs a second denoiser
-        pass."""
+        With `unedited_z_sem`, z_sem is an edited code, and `edit_guidance` s > 0 amplifies the edit at the steps
+        whose t / T lies in `edit_guidance_interval` [lo, hi) (all by default), `edit_mask` (B, 1 or T, 1, h, w)
+        confines it to a region (`edit_guided`); either costs a second denoiser pass."""
         z_T = z_T.expand(z_T.shape[0], num_frames, *z_T.shape[2:]).contiguous()  # the reference's Z_T per frame
         eps = self.denoiser(z_sem, landmark_images, reference_landmark_image)
         if unedited_z_sem is not None and (edit_guidance or edit_mask is not None):
             plain = self.denoiser(unedited_z_sem, landmark_images, reference_landmark_image)
-            eps = edit_guided(eps, plain, edit_guidance, edit_mask)
+            steps_t = self.ddim.num_train_timesteps
+            interval = None if tuple(edit_guidance_interval) == (0.0, 1.0) else \
+                (edit_guidance_interval[0] * steps_t, edit_guidance_interval[1] * steps_t)
+            eps = edit_guided(eps, plain, edit_guidance, edit_mask, interval)
         return self.ddim.sample(eps, z_T, steps or self.sample_steps, progress=progress)
 
     @torch.no_grad()
