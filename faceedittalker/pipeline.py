@@ -533,17 +533,12 @@ def check_edit_guidance(scale: object) -> float:
 
 def check_edit_guidance_interval(interval: object) -> tuple[float, float]:
     """[lo, hi) with 0 <= lo < hi <= 1: the noise levels t / T where edit guidance acts, or an `InputError`."""
-    bounds = None
-    if not isinstance(interval, str | bytes) and hasattr(interval, "__len__") and len(interval) == 2 \
-            and not any(isinstance(v, bool | str) for v in interval):
-        try:  # a list, a tuple or a Hydra ListConfig
-            bounds = tuple(float(v) for v in interval)
-        except (TypeError, ValueError):
-            bounds = None
-    if bounds is None or not 0.0 <= bounds[0] < bounds[1] <= 1.0:
+    numbers = isinstance(interval, list | tuple) and len(interval) == 2 \
+        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in interval)
+    if not numbers or not 0 <= interval[0] < interval[1] <= 1:
         raise InputError(f"edit_guidance_interval must be [lo, hi] with 0 <= lo < hi <= 1 (fractions of the noise "
                          f"levels), got {interval!r}")
-    return bounds
+    return float(interval[0]), float(interval[1])
 
 
 def check_edit_region(value: object) -> bool:

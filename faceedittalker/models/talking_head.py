@@ -216,10 +216,8 @@ class TalkingHeadModel(PretrainedFolder, nn.Module):
         eps = self.denoiser(z_sem, landmark_images, reference_landmark_image)
         if unedited_z_sem is not None and (edit_guidance or edit_mask is not None):
             plain = self.denoiser(unedited_z_sem, landmark_images, reference_landmark_image)
-            steps_t = self.ddim.num_train_timesteps
-            interval = None if tuple(edit_guidance_interval) == (0.0, 1.0) else \
-                (edit_guidance_interval[0] * steps_t, edit_guidance_interval[1] * steps_t)
-            eps = edit_guided(eps, plain, edit_guidance, edit_mask, interval)
+            lo, hi = (bound * self.ddim.num_train_timesteps for bound in edit_guidance_interval)  # in timesteps
+            eps = edit_guided(eps, plain, edit_guidance, edit_mask, (lo, hi))
         return self.ddim.sample(eps, z_T, steps or self.sample_steps, progress=progress)
 
     @torch.no_grad()
