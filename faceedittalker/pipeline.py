@@ -205,7 +205,7 @@ class FaceEditTalkerPipeline(PretrainedFolder):
                  audio_encoder: CachedAudioEncoder, attribute_library: AttributeClassifier | None = None,
                  decode_batch_size: int = 8, edit_guidance: float = 0.0, edit_region: bool = False,
                  face_upsampler: FaceUpsampler | None = None,
-                 edit_guidance_interval: Sequence[float] = (0.0, 1.0)):
+                 edit_guidance_interval: Sequence[float] = (0.0, 1.0), edit_reference: bool = False):
         self.video_model = video_model.eval()
         self.landmark_predictor = landmark_predictor.eval()
         self.audio_encoder = audio_encoder
@@ -220,6 +220,9 @@ class FaceEditTalkerPipeline(PretrainedFolder):
         self.edit_guidance_interval = check_edit_guidance_interval(edit_guidance_interval)
         # Confine edits of attributes with a landmark region (landmarks/regions.py) to it; False: the paper's.
         self.edit_region = check_edit_region(edit_region)
+        # Animate the edited reference: Z_T by inverting the edited still under the edited code (beyond the paper;
+        # False: the paper's Z_T of the unedited reference).
+        self.edit_reference = check_flag("edit_reference", edit_reference)
         if landmark_predictor.config.audio_dim != audio_encoder.dim:
             raise InputError(f"the landmark predictor takes {landmark_predictor.config.audio_dim}-dim audio features, "
                              f"the audio encoder gives {audio_encoder.dim}")  # fmt: skip
@@ -228,7 +231,7 @@ class FaceEditTalkerPipeline(PretrainedFolder):
     def settings(self) -> dict[str, Any]:
         return {"audio_encoder": self.audio_encoder.describe(), "decode_batch_size": self.decode_batch_size,
                 "edit_guidance": self.edit_guidance, "edit_guidance_interval": list(self.edit_guidance_interval),
-                "edit_region": self.edit_region}
+                "edit_region": self.edit_region, "edit_reference": self.edit_reference}
 
     @classmethod
     def _from_parts(cls, directory: Path, config: dict, parts: dict, audio_encoder: str | None = None,
@@ -238,7 +241,8 @@ class FaceEditTalkerPipeline(PretrainedFolder):
         encoder = build_audio_encoder(config["audio_encoder"], device=device, model_name_or_path=audio_encoder)
         return cls(audio_encoder=encoder, decode_batch_size=int(config.get("decode_batch_size", 8)),
                    edit_guidance=config.get("edit_guidance", 0.0), edit_region=config.get("edit_region", False),
-                   edit_guidance_interval=config.get("edit_guidance_interval", (0.0, 1.0)), **parts)  # fmt: skip
+                   edit_guidance_interval=config.get("edit_guidance_interval", (0.0, 1.0)),
+                   edit_reference=config.get("edit_reference", False), **parts)  # fmt: skip
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, device: str | torch.device = "cpu",
@@ -367,6 +371,7 @@ class FaceEditTalkerPipeline(PretrainedFolder):
         edit_region: bool | None = None,
         keep: str | Sequence[str] | None = None,
         edit_guidance_interval: Sequence[float] | None = None,
+        edit_reference: bool | None = None,
     ) -> FaceEditTalkerOutput:
         """Generate the talking video of `portrait` (path or (H, W, 3) uint8) speaking `audio` (path or 16 kHz
         mono waveform). With `output` the frames are streamed into that mp4 (H.264 + AAC, 25 fps, written
@@ -374,11 +379,17 @@ class FaceEditTalkerPipeline(PretrainedFolder):
         the landmark images that drove them. `edit_guidance` amplifies the edit, `edit_region` confines it to the
         attribute's region in every frame (None: the model's; `edit_guided`), each at the cost of a second denoiser
         pass per step; `edit_guidance_interval` [lo, hi) limits the guidance to steps with lo <= t / T < hi; `keep`
-        names attributes the edit must not move (`AttributeClassifier.edit`)."""
+        names attributes the edit must not move (`AttributeClassifier.edit`). `edit_reference` animates the edited
+        reference (`edited_reference`; None: the model's) instead of the unedited one's Z_T."""
         # 1. Check inputs (every option before any heavy work).
         edits = parse_edits(edit, alpha, ramp, keep=keep)
         self.check_inputs(edits, steps, precision)
         guidance, region, interval = self.edit_settings(edit_guidance, edit_region, edit_guidance_interval)
+        anchor = edits is not None and (self.edit_reference if edit_reference is None
+                                        else check_flag("edit_reference", edit_reference))  # fmt: skip
+        if anchor and edits.ramp is not None:
+            raise InputError("edit_reference animates the edited reference at full strength: it does not combine "
+                             "with a ramp")  # fmt: skip
         if seed is not None:
             torch.manual_seed(seed)  # DDIM here is deterministic (eta = 0); the seed covers any randomness left
         model = self.video_model
@@ -404,6 +415,9 @@ class FaceEditTalkerPipeline(PretrainedFolder):
         with timer("reference"), autocast:
             z_sem, z_T = model.encode_reference(x_ref, reference_image)
             codes = self.edited_codes(z_sem, edits, num_frames)
+            if anchor:
+                z_T = self.edited_reference(z_T, z_sem, codes, edits, crop.landmarks, steps, guidance, region,
+                                            interval)  # fmt: skip
         # 4. Denoise all frames, window by window.
         with timer("denoising"), autocast:
             mask = self.edit_mask(edits, landmarks, z_T.shape[-1], region)  # (1, T, 1, h, w) or None
@@ -498,6 +512,21 @@ class FaceEditTalkerPipeline(PretrainedFolder):
                                            landmark_image, steps))  # fmt: skip
         return faces
 
+    @torch.no_grad()
+    def edited_reference(self, z_T: torch.Tensor, z_sem: torch.Tensor, edited_z_sem: torch.Tensor,
+                         edits: EditRequest, landmarks: np.ndarray, steps: int | None, edit_guidance: float,
+                         edit_region: bool, edit_guidance_interval: tuple[float, float]) -> torch.Tensor:
+        """Z_T of the edited reference (beyond the paper): Fig. 3's edited still (`edit_image`: the reference's
+        Z_T decoded with the edited code on a still window), inverted again under the edited code. The video then
+        starts from noise that already holds the attribute instead of asking the edited z_sem alone to draw it
+        on moving frames. Crop-frame `landmarks` (478, 3); returns (1, 1, C, h, w)."""
+        landmark_image = self.landmark_image(landmarks)
+        mask = self.edit_mask(edits, landmarks[None], z_T.shape[-1], edit_region)  # (1, 1, 1, h, w) or None
+        z0 = self.still_latents(z_T, edited_z_sem, landmark_image, steps, unedited_z_sem=z_sem,
+                                edit_guidance=edit_guidance, edit_mask=mask,
+                                edit_guidance_interval=edit_guidance_interval)  # fmt: skip
+        return self.video_model.invert_still(z0, edited_z_sem, landmark_image)
+
     def landmark_image(self, landmarks: np.ndarray) -> torch.Tensor:
         """Crop-frame landmarks (478, 3) -> the landmark image L (1, 3, S, S) in [0, 1] on the device."""
         drawn = render_sequence(landmarks[None], self.video_model.landmark_image_size)
@@ -510,12 +539,21 @@ class FaceEditTalkerPipeline(PretrainedFolder):
                      edit_guidance_interval: tuple[float, float] = (0.0, 1.0)) -> np.ndarray:
         """One face (R, R, 3) uint8 from Z_T and z_sem (1, Z), driven by one landmark image on a still window
         (as in the inversion); frame 0 is kept. An edited z_sem may be guided (`TalkingHeadModel.denoise`)."""
+        z0 = self.still_latents(z_T, z_sem, landmark_image, steps, unedited_z_sem, edit_guidance, edit_mask,
+                                edit_guidance_interval)  # fmt: skip
+        return to_uint8(self.decode(z0[:, 0]).float())[0]
+
+    @torch.no_grad()
+    def still_latents(self, z_T: torch.Tensor, z_sem: torch.Tensor, landmark_image: torch.Tensor,
+                      steps: int | None = None, unedited_z_sem: torch.Tensor | None = None,
+                      edit_guidance: float = 0.0, edit_mask: torch.Tensor | None = None,
+                      edit_guidance_interval: tuple[float, float] = (0.0, 1.0)) -> torch.Tensor:
+        """The clean latents (1, F, C, h, w) of a still window driven by one landmark image (1, 3, S, S)."""
         model = self.video_model
         still = landmark_image[:, None].expand(1, model.num_frames, -1, -1, -1)
-        z0 = model.denoise(z_T, z_sem, still, landmark_image, model.num_frames, steps, unedited_z_sem=unedited_z_sem,
-                           edit_guidance=edit_guidance, edit_mask=edit_mask,
-                           edit_guidance_interval=edit_guidance_interval)  # fmt: skip
-        return to_uint8(self.decode(z0[:, 0]).float())[0]
+        return model.denoise(z_T, z_sem, still, landmark_image, model.num_frames, steps,
+                             unedited_z_sem=unedited_z_sem, edit_guidance=edit_guidance, edit_mask=edit_mask,
+                             edit_guidance_interval=edit_guidance_interval)  # fmt: skip
 
     def _autocast(self, precision: str) -> contextlib.AbstractContextManager:
         if precision == "fp32":
@@ -592,7 +630,7 @@ def assemble_model(video: str | os.PathLike, landmarks: str | os.PathLike, outpu
                    attributes: str | os.PathLike | None = None, overwrite: bool = False, copy_vae: bool = True,
                    edit_guidance: float = 0.0, edit_region: bool = False,
                    upsampler: str | os.PathLike | None = None,
-                   edit_guidance_interval: Sequence[float] = (0.0, 1.0)) -> Path:
+                   edit_guidance_interval: Sequence[float] = (0.0, 1.0), edit_reference: bool = False) -> Path:
     """One model folder from the stage exports: the stage-3 video export (`talking_head.json`, E_sem, eps_theta,
     E_ldm), the stage-3 landmark export (`landmark_predictor/`, `audio_encoder.json`) and optionally the stage-2
     export (`attribute_classifier/`). Files are copied (no weights are re-saved); the folder is written under a
@@ -601,14 +639,15 @@ def assemble_model(video: str | os.PathLike, landmarks: str | os.PathLike, outpu
     With `copy_vae`, a VAE that the video export names by a local folder (stage 0's small world VAE, or a
     downloaded SD-VAE) is copied into `video_model/autoencoder/` and named relatively, so the model folder works
     on any machine; a hub id stays a reference (and `copy_vae=False` keeps any VAE a reference).
-    `edit_guidance`, `edit_guidance_interval` and `edit_region` are the model's edit defaults
-    (`FaceEditTalkerPipeline`; 0, every step and False: the paper's Eq. 3). `upsampler` is a stage-0 upsampler
+    `edit_guidance`, `edit_guidance_interval`, `edit_region` and `edit_reference` are the model's edit defaults
+    (`FaceEditTalkerPipeline`; 0, every step, False and False: the paper's Eq. 3). `upsampler` is a stage-0 upsampler
     export (`face_upsampler/`, beyond the paper) whose x4 decoder the model then applies to every generated face."""
     from faceedittalker.models.audio_encoder import audio_encoder_settings
     from faceedittalker.stages.stage3_landmarks import AUDIO_ENCODER_FILE
 
     edit_guidance, edit_region = check_edit_guidance(edit_guidance), check_edit_region(edit_region)
     edit_guidance_interval = check_edit_guidance_interval(edit_guidance_interval)
+    edit_reference = check_flag("edit_reference", edit_reference)
     video_dir, video_config = TalkingHeadModel.read_config(video)
     vae = dict(video_config.get("autoencoder") or {})
     vae_dir = None
@@ -652,7 +691,8 @@ def assemble_model(video: str | os.PathLike, landmarks: str | os.PathLike, outpu
                  "faceedittalker_version": __version__, "video_model": TalkingHeadModel.__name__,
                  "landmark_predictor": LandmarkPredictor.__name__, "audio_encoder": audio_settings,
                  "decode_batch_size": 8, "edit_guidance": edit_guidance,
-                 "edit_guidance_interval": list(edit_guidance_interval), "edit_region": edit_region}  # fmt: skip
+                 "edit_guidance_interval": list(edit_guidance_interval), "edit_region": edit_region,
+                 "edit_reference": edit_reference}  # fmt: skip
         if attribute_dir is not None:
             index["attribute_library"] = AttributeClassifier.__name__
         if upsampler_dir is not None:

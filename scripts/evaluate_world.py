@@ -43,6 +43,7 @@ from faceedittalker.pipeline import (
     check_edit_guidance,
     check_edit_guidance_interval,
     check_edit_region,
+    check_flag,
 )
 from faceedittalker.utils.files import atomic_write, write_json_atomic
 
@@ -65,6 +66,8 @@ def main(cfg: DictConfig) -> None:
         pipe.edit_guidance_interval = check_edit_guidance_interval(plain(cfg.edit_guidance_interval))
     if cfg.edit_region is not None:
         pipe.edit_region = check_edit_region(cfg.edit_region)
+    if cfg.edit_reference is not None:
+        pipe.edit_reference = check_flag("edit_reference", cfg.edit_reference)
     judge, judge_report = load_judge(cfg.judge, cfg.device)
     resolution = pipe.resolution  # the generated faces' (after the face upsampler, if any)
     if resolution % judge.config.resolution:  # a finer model is read area-downsampled, as the judge's renders are
@@ -108,7 +111,7 @@ def main(cfg: DictConfig) -> None:
                                                "upsampler_faces")}
                            | {"face_size": pipe.resolution, "edit_guidance": pipe.edit_guidance,  # as used
                               "edit_guidance_interval": list(pipe.edit_guidance_interval),
-                              "edit_region": pipe.edit_region,
+                              "edit_region": pipe.edit_region, "edit_reference": pipe.edit_reference,
                               "edit_table": table, "keep": keep,
                               "face_upsampler": None if pipe.face_upsampler is None  # how faces were decoded
                               else {"scale": pipe.face_upsampler.scale, **pipe.face_upsampler.back_projection}},

@@ -34,7 +34,8 @@ def main(cfg: DictConfig) -> None:
         raise InputError("give video=, landmarks= and output= (the stage exports and the model folder to write)")
     output = assemble_model(cfg.video, cfg.landmarks, cfg.output, attributes=cfg.attributes, overwrite=cfg.overwrite,
                             copy_vae=cfg.copy_vae, edit_guidance=cfg.edit_guidance, edit_region=cfg.edit_region,
-                            upsampler=cfg.upsampler, edit_guidance_interval=plain(cfg.edit_guidance_interval))
+                            upsampler=cfg.upsampler, edit_guidance_interval=plain(cfg.edit_guidance_interval),
+                            edit_reference=cfg.edit_reference)
     print(f"wrote {output}")
 
 

@@ -45,7 +45,8 @@ def main(cfg: DictConfig) -> Path:
                   steps=cfg.steps, seed=cfg.seed, precision=resolve_precision(cfg.precision, device),
                   paste_back=cfg.paste_back, face=cfg.face, landmarks_output=landmarks,
                   edit_guidance=cfg.edit_guidance, edit_region=cfg.edit_region, keep=plain(cfg.keep),
-                  edit_guidance_interval=plain(cfg.edit_guidance_interval))  # fmt: skip
+                  edit_guidance_interval=plain(cfg.edit_guidance_interval),
+                  edit_reference=cfg.edit_reference)  # fmt: skip
     print(f"wrote {result.path} ({result.num_frames} frames, {result.duration:.2f} s)"
           + (f" and {result.landmarks_path}" if landmarks else ""))  # fmt: skip
     return result.path

@@ -233,10 +233,11 @@ def test_evaluate_world_on_a_random_model(tmp_path, monkeypatch, tiny_judge):
                            f"output={out}", "faces=1", "clips=1", "clip_seconds=1", "probe_faces=40",
                            f"cache_dir={tmp_path / 'cache'}", "zoom=2", "custom_examples=4",
                            "edit_table=[Blond_Hair]", "keep=[Male,Eyeglasses]", "edit_guidance=2",
-                           "edit_guidance_interval=[0.25,0.5]")  # fmt: skip
+                           "edit_guidance_interval=[0.25,0.5]", "edit_reference=true")  # fmt: skip
     assert code == 0
     result = json.loads((out / "world.json").read_text())
     assert (result["settings"]["edit_guidance"], result["settings"]["edit_guidance_interval"]) == (2.0, [0.25, 0.5])
+    assert result["settings"]["edit_reference"] is True
     assert result["settings"]["edit_table"] == ["Blond_Hair"] and result["settings"]["keep"] == ["Male", "Eyeglasses"]
     row = result["goal2_table"]["Blond_Hair"]  # the table's row: the same figures as goal 2's own edit
     assert row["attribute"] == "Blond_Hair" and row["keep"] == ["Male", "Eyeglasses"]
@@ -310,6 +311,7 @@ def test_pooling_world_runs_counts_every_clip_once_and_weights_goal_2_by_faces()
                                            "others_kept_rate": 0.9}
     assert pooled["goal2_edit"]["goal_met"] is False  # 75 % added
     assert pooled["settings"]["edit_guidance_interval"] == [0.0, 1.0]  # older runs: guided at every step
+    assert pooled["settings"]["edit_reference"] is False  # ... and animated the unedited reference
     again = pool_worlds([world_result(0, [1.0], [0.5]), world_result(1, [1.0], [0.5], edit_guidance_interval=[0, 1])])
     assert again["seeds"] == [0, 1]
 
@@ -320,6 +322,8 @@ def test_pooling_world_runs_counts_every_clip_once_and_weights_goal_2_by_faces()
     (world_result(1, [1.0], [0.5], model="other"), "differ in model"),
     # A run from before the interval existed guided at every step: it pools with [0, 1], not with [0.25, 0.5].
     (world_result(1, [1.0], [0.5], edit_guidance_interval=[0.25, 0.5]), "differ in edit_guidance_interval"),
+    # ... and animated the unedited reference: it pools with edit_reference false, not true.
+    (world_result(1, [1.0], [0.5], edit_reference=True), "differ in edit_reference"),
 ])
 def test_pooling_refuses_runs_that_are_not_one_model_and_setting(second, message):
     with pytest.raises(InputError, match=message):

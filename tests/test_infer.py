@@ -96,6 +96,8 @@ BAD_INPUTS = [
     ("edit=Eyeglasses edit_guidance=abc", "edit_guidance must be a number"),
     ("edit=Eyeglasses edit_region=maybe", "edit_region must be true or false"),
     ("edit=Eyeglasses edit_guidance_interval=[0.5,0.2]", "edit_guidance_interval must be [lo, hi] with 0 <= lo < hi"),
+    ("edit=Eyeglasses edit_reference=maybe", "edit_reference must be true or false"),
+    ("edit=Eyeglasses ramp=[0,1] edit_reference=true", "edit_reference animates the edited reference at full strength"),
     ("model={bad}/no_model", "model folder not found"),
     ("model={bad}/incomplete_model", "incomplete FaceEditTalker model folder"),
     ("model={bad}/broken_model", "'os.system'"),

@@ -96,10 +96,12 @@ def test_export_assembles_atomically_and_names_what_is_missing(tmp_path):
                                                         "video_model"]  # fmt: skip
     assert FaceEditTalkerPipeline.from_pretrained(model).edit_guidance == 0.0  # the paper's edit by default
     assert FaceEditTalkerPipeline.from_pretrained(model).edit_guidance_interval == (0.0, 1.0)  # every step
+    assert FaceEditTalkerPipeline.from_pretrained(model).edit_reference is False
     guided = assemble_model(video, landmarks, tmp_path / "guided", attributes=attributes, edit_guidance=1.5,
-                            edit_region=True, edit_guidance_interval=[0, 0.5])  # fmt: skip
+                            edit_region=True, edit_guidance_interval=[0, 0.5], edit_reference=True)  # fmt: skip
     pipe = FaceEditTalkerPipeline.from_pretrained(guided)
     assert (pipe.edit_guidance, pipe.edit_region, pipe.edit_guidance_interval) == (1.5, True, (0.0, 0.5))
+    assert pipe.edit_reference is True
     assert json.loads((guided / "model_index.json").read_text())["edit_guidance_interval"] == [0.0, 0.5]
     with pytest.raises(InputError, match="edit_guidance must be a number in"):
         assemble_model(video, landmarks, tmp_path / "models" / "c", edit_guidance=-1)
@@ -192,6 +194,41 @@ def test_ramp_starts_unedited_and_ends_at_the_full_edit(tiny_model):
     moved = library.standardise(full) - library.standardise(z_sem)
     expected = math.sqrt(8) * (0.8 * library.direction("Eyeglasses") - 0.3 * library.direction("Smiling"))
     torch.testing.assert_close(moved[0], expected, atol=1e-5, rtol=1e-4)
+
+
+def test_edit_reference_animates_the_inverted_edited_still_and_is_saved_with_the_model(tiny_model, short_speech,
+                                                                                          monkeypatch, tmp_path):
+    pipe = FaceEditTalkerPipeline.from_pretrained(tiny_model)
+    assert pipe.edit_reference is False  # the paper's Z_T of the unedited reference unless the folder says otherwise
+    starts = []  # the Z_T each video is denoised from
+    denoise = pipe.video_model.denoise
+    monkeypatch.setattr(pipe.video_model, "denoise", lambda z_T, *a, **k: starts.append(z_T) or denoise(z_T, *a, **k))
+
+    def run(**options):
+        return pipe(ASTRONAUT_PATH, short_speech, progress=False, paste_back=False, **options)
+
+    plain = run(edit="Eyeglasses", alpha=0.8, edit_guidance=1.0, edit_region=True)
+    anchored = run(edit="Eyeglasses", alpha=0.8, edit_guidance=1.0, edit_region=True, edit_reference=True)
+    # The anchored video starts from the edited still (decoded as edit_image decodes it) inverted under the edited
+    # code; the plain one from the reference's own Z_T, which the anchor's still started from.
+    z_T = starts[0]
+    assert len(starts) == 3 and starts[1].shape == z_T.shape == (1, 1, *z_T.shape[2:])
+    expected = pipe.edited_reference(z_T, anchored.z_sem, anchored.edited_z_sem, parse_edits("Eyeglasses", 0.8),
+                                     anchored.crop.landmarks, None, 1.0, True, (0.0, 1.0))  # fmt: skip
+    torch.testing.assert_close(starts[2], expected)
+    assert (starts[2] - z_T).abs().mean() > 1e-3  # a different start ...
+    assert np.abs(anchored.frames.astype(float) - plain.frames).mean() > 0.5  # ... and different frames
+    torch.testing.assert_close(anchored.edited_z_sem, plain.edited_z_sem)  # the same edited code drives both
+    # Without an edit there is nothing to anchor: the same video.
+    np.testing.assert_array_equal(run(edit_reference=True).frames, run().frames)
+    with pytest.raises(InputError, match="edit_reference animates the edited reference at full strength"):
+        run(edit="Eyeglasses", alpha=0.8, ramp=[0, 0.4], edit_reference=True)
+    with pytest.raises(InputError, match="edit_reference must be true or false, got 'yes'"):
+        run(edit="Eyeglasses", alpha=0.8, edit_reference="yes")
+    pipe.edit_reference = True
+    pipe.save_pretrained(tmp_path / "anchored")
+    assert json.loads((tmp_path / "anchored" / "model_index.json").read_text())["edit_reference"] is True
+    assert FaceEditTalkerPipeline.from_pretrained(tmp_path / "anchored").edit_reference is True
 
 
 @pytest.fixture(scope="module")

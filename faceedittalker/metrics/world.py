@@ -455,9 +455,11 @@ def curve_panel(curves: dict[str, np.ndarray], width: int, height: int) -> np.nd
 # What must agree for runs to be pooled: one model decoded one way, one edit setting; the seed (which people and
 # speech are held out) and the counts may differ.
 POOLED_SETTINGS = ("model", "judge", "edit", "alpha", "edit_guidance", "edit_guidance_interval", "edit_region",
-                   "keep", "steps", "invert_steps", "moving_heads", "upsample", "face_upsampler")  # fmt: skip
-# What a run written before a setting existed used (runs before Dec 8 guided at every step).
-SETTING_DEFAULTS = {"edit_guidance_interval": [0.0, 1.0]}
+                   "edit_reference", "keep", "steps", "invert_steps", "moving_heads", "upsample",
+                   "face_upsampler")  # fmt: skip
+# What a run written before a setting existed used (runs before Dec 8 guided at every step, before Dec 9 animated
+# the unedited reference).
+SETTING_DEFAULTS = {"edit_guidance_interval": [0.0, 1.0], "edit_reference": False}
 
 
 def pool_worlds(results: Sequence[dict]) -> dict:

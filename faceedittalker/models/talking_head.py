@@ -185,11 +185,17 @@ class TalkingHeadModel(PretrainedFolder, nn.Module):
         that round trip lost 4 dB (21.5 vs 25.6 dB). `z_sem` may be given; invert with the unedited code, as
         DiffAE does before editing."""
         z_sem = self.semantic_encoder(image) if z_sem is None else z_sem
-        frames = self.num_frames
-        z0 = self.autoencoder.encode(image)[:, None].expand(-1, frames, -1, -1, -1)  # (B, F, C, h, w)
-        still = reference_landmark_image[:, None].expand(-1, frames, -1, -1, -1)
+        z0 = self.autoencoder.encode(image)[:, None].expand(-1, self.num_frames, -1, -1, -1)  # (B, F, C, h, w)
+        return z_sem, self.invert_still(z0, z_sem, reference_landmark_image)
+
+    @torch.no_grad()
+    def invert_still(self, z0: torch.Tensor, z_sem: torch.Tensor, reference_landmark_image: torch.Tensor
+                     ) -> torch.Tensor:
+        """A still window's clean latents (B, F, C, h, w), driven by the reference's own landmark image, -> its
+        Z_T (B, 1, C, h, w) by DDIM inversion under z_sem, averaged over the frames."""
+        still = reference_landmark_image[:, None].expand(-1, z0.shape[1], -1, -1, -1)
         z_T = self.ddim.invert(self.denoiser(z_sem, still, reference_landmark_image), z0, self.invert_steps)
-        return z_sem, z_T.mean(dim=1, keepdim=True)
+        return z_T.mean(dim=1, keepdim=True)
 
     # ----- generation ------------------------------------------------------------------------------------
     @torch.no_grad()
