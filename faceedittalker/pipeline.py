@@ -380,12 +380,14 @@ class FaceEditTalkerPipeline(PretrainedFolder):
         attribute's region in every frame (None: the model's; `edit_guided`), each at the cost of a second denoiser
         pass per step; `edit_guidance_interval` [lo, hi) limits the guidance to steps with lo <= t / T < hi; `keep`
         names attributes the edit must not move (`AttributeClassifier.edit`). `edit_reference` animates the edited
-        reference (`edited_reference`; None: the model's) instead of the unedited one's Z_T."""
+        reference (`edited_reference`; None: the model's, for edits without a ramp) instead of the unedited one's
+        Z_T."""
         # 1. Check inputs (every option before any heavy work).
         edits = parse_edits(edit, alpha, ramp, keep=keep)
         self.check_inputs(edits, steps, precision)
         guidance, region, interval = self.edit_settings(edit_guidance, edit_region, edit_guidance_interval)
-        anchor = edits is not None and (self.edit_reference if edit_reference is None
+        # The model's default anchors edits at full strength only; asking for it with a ramp is an error.
+        anchor = edits is not None and (self.edit_reference and edits.ramp is None if edit_reference is None
                                         else check_flag("edit_reference", edit_reference))  # fmt: skip
         if anchor and edits.ramp is not None:
             raise InputError("edit_reference animates the edited reference at full strength: it does not combine "
@@ -517,15 +519,17 @@ class FaceEditTalkerPipeline(PretrainedFolder):
                          edits: EditRequest, landmarks: np.ndarray, steps: int | None, edit_guidance: float,
                          edit_region: bool, edit_guidance_interval: tuple[float, float]) -> torch.Tensor:
         """Z_T of the edited reference (beyond the paper): Fig. 3's edited still (`edit_image`: the reference's
-        Z_T decoded with the edited code on a still window), inverted again under the edited code. The video then
+        Z_T decoded with the edited code on a still window), inverted again under the same edit. The video then
         starts from noise that already holds the attribute instead of asking the edited z_sem alone to draw it
         on moving frames. Crop-frame `landmarks` (478, 3); returns (1, 1, C, h, w)."""
         landmark_image = self.landmark_image(landmarks)
         mask = self.edit_mask(edits, landmarks[None], z_T.shape[-1], edit_region)  # (1, 1, 1, h, w) or None
-        z0 = self.still_latents(z_T, edited_z_sem, landmark_image, steps, unedited_z_sem=z_sem,
-                                edit_guidance=edit_guidance, edit_mask=mask,
-                                edit_guidance_interval=edit_guidance_interval)  # fmt: skip
-        return self.video_model.invert_still(z0, edited_z_sem, landmark_image)
+        edit = {"unedited_z_sem": z_sem, "edit_guidance": edit_guidance, "edit_mask": mask,
+                "edit_guidance_interval": edit_guidance_interval}  # fmt: skip
+        z0 = self.still_latents(z_T, edited_z_sem, landmark_image, steps, **edit)
+        # Inverted with the denoiser that samples the video (guided, the region on the unedited code): inverting
+        # under the edited code alone, the frame outside the region, sampled on the unedited code, changed colour.
+        return self.video_model.invert_still(z0, edited_z_sem, landmark_image, **edit)
 
     def landmark_image(self, landmarks: np.ndarray) -> torch.Tensor:
         """Crop-frame landmarks (478, 3) -> the landmark image L (1, 3, S, S) in [0, 1] on the device."""

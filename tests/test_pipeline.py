@@ -225,7 +225,10 @@ def test_edit_reference_animates_the_inverted_edited_still_and_is_saved_with_the
         run(edit="Eyeglasses", alpha=0.8, ramp=[0, 0.4], edit_reference=True)
     with pytest.raises(InputError, match="edit_reference must be true or false, got 'yes'"):
         run(edit="Eyeglasses", alpha=0.8, edit_reference="yes")
-    pipe.edit_reference = True
+    pipe.edit_reference = True  # as a model's default it anchors the edits at full strength and leaves ramps be
+    ramped = run(edit="Eyeglasses", alpha=0.8, ramp=[0, 0.4])
+    torch.testing.assert_close(starts[-1], z_T)
+    assert ramped.edited_z_sem.shape[1] == len(ramped.frames)
     pipe.save_pretrained(tmp_path / "anchored")
     assert json.loads((tmp_path / "anchored" / "model_index.json").read_text())["edit_reference"] is True
     assert FaceEditTalkerPipeline.from_pretrained(tmp_path / "anchored").edit_reference is True

@@ -189,13 +189,14 @@ class TalkingHeadModel(PretrainedFolder, nn.Module):
         return z_sem, self.invert_still(z0, z_sem, reference_landmark_image)
 
     @torch.no_grad()
-    def invert_still(self, z0: torch.Tensor, z_sem: torch.Tensor, reference_landmark_image: torch.Tensor
-                     ) -> torch.Tensor:
+    def invert_still(self, z0: torch.Tensor, z_sem: torch.Tensor, reference_landmark_image: torch.Tensor,
+                     **edit: object) -> torch.Tensor:
         """A still window's clean latents (B, F, C, h, w), driven by the reference's own landmark image, -> its
-        Z_T (B, 1, C, h, w) by DDIM inversion under z_sem, averaged over the frames."""
+        Z_T (B, 1, C, h, w) by DDIM inversion under z_sem, averaged over the frames. `edit`: the keywords of
+        `edit_denoiser`, to invert with the same guided denoiser that will sample."""
         still = reference_landmark_image[:, None].expand(-1, z0.shape[1], -1, -1, -1)
-        z_T = self.ddim.invert(self.denoiser(z_sem, still, reference_landmark_image), z0, self.invert_steps)
-        return z_T.mean(dim=1, keepdim=True)
+        eps = self.edit_denoiser(z_sem, still, reference_landmark_image, **edit)
+        return self.ddim.invert(eps, z0, self.invert_steps).mean(dim=1, keepdim=True)
 
     # ----- generation ------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -219,12 +220,28 @@ class TalkingHeadModel(PretrainedFolder, nn.Module):
         whose t / T lies in `edit_guidance_interval` [lo, hi) (all by default), `edit_mask` (B, 1 or T, 1, h, w)
         confines it to a region (`edit_guided`); either costs a second denoiser pass."""
         z_T = z_T.expand(z_T.shape[0], num_frames, *z_T.shape[2:]).contiguous()  # the reference's Z_T per frame
+        eps = self.edit_denoiser(z_sem, landmark_images, reference_landmark_image, unedited_z_sem, edit_guidance,
+                                 edit_mask, edit_guidance_interval)  # fmt: skip
+        return self.ddim.sample(eps, z_T, steps or self.sample_steps, progress=progress)
+
+    def edit_denoiser(
+        self,
+        z_sem: torch.Tensor,
+        landmark_images: torch.Tensor | FrameSource,
+        reference_landmark_image: torch.Tensor,
+        unedited_z_sem: torch.Tensor | None = None,
+        edit_guidance: float = 0.0,
+        edit_mask: torch.Tensor | None = None,
+        edit_guidance_interval: tuple[float, float] = (0.0, 1.0),
+    ) -> Denoiser:
+        """`denoiser`, and with `unedited_z_sem` an edited z_sem guided and confined as `denoise` says
+        (`edit_guided`; the interval in fractions of T)."""
         eps = self.denoiser(z_sem, landmark_images, reference_landmark_image)
         if unedited_z_sem is not None and (edit_guidance or edit_mask is not None):
             plain = self.denoiser(unedited_z_sem, landmark_images, reference_landmark_image)
             lo, hi = (bound * self.ddim.num_train_timesteps for bound in edit_guidance_interval)  # in timesteps
             eps = edit_guided(eps, plain, edit_guidance, edit_mask, (lo, hi))
-        return self.ddim.sample(eps, z_T, steps or self.sample_steps, progress=progress)
+        return eps
 
     @torch.no_grad()
     def generate(
