@@ -47,6 +47,7 @@ def test_demo_model_edits_glasses_inside_the_eye_region_of_every_frame(short_spe
     manifest = json.loads((DEMO_MODEL / "model_index.json").read_text())
     # The edit defaults its README figures were measured with (README, "Edit guidance and edit regions").
     assert (manifest["edit_guidance"], manifest["edit_region"]) == (pipe.edit_guidance, pipe.edit_region) == (1.0, True)
+    assert manifest["edit_reference"] is pipe.edit_reference is True  # the video starts from the edited still
     plain = pipe(ASTRONAUT_PATH, short_speech, paste_back=False, progress=False)
     edited = pipe(ASTRONAUT_PATH, short_speech, edit="Eyeglasses", alpha=1.0, paste_back=False, progress=False)
     np.testing.assert_array_equal(edited.landmarks, plain.landmarks)  # the edit does not touch the motion
