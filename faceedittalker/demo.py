@@ -83,6 +83,7 @@ class DemoRequest:
     save_landmarks: bool
     edit_guidance: float
     edit_region: bool
+    edit_reference: bool
     keep: tuple[str, ...]
 
 
@@ -99,6 +100,7 @@ def parse_request(
     save_landmarks: bool,
     edit_guidance: float | None,
     edit_region: bool,
+    edit_reference: bool,
     keep: Sequence[str] | None,
 ) -> DemoRequest:
     """The widgets' values -> a `DemoRequest`; what only the page can get wrong (nothing uploaded, a number box
@@ -122,7 +124,8 @@ def parse_request(
     return DemoRequest(portrait=str(portrait), speech=str(speech), edits=edits, ramp=ramp,
                        steps=whole_number("steps", steps, allow_none=True), seed=whole_number("seed", seed),
                        save_landmarks=bool(save_landmarks), edit_guidance=float(edit_guidance),
-                       edit_region=bool(edit_region), keep=tuple(keep or ()))  # fmt: skip
+                       edit_region=bool(edit_region), edit_reference=bool(edit_reference),
+                       keep=tuple(keep or ()))  # fmt: skip
 
 
 def whole_number(name: str, value: float | None, allow_none: bool = False) -> int | None:
@@ -154,12 +157,13 @@ class DemoApp:
 
     # ----- the handler ---------------------------------------------------------------------------------------
     def generate(self, portrait, speech, chosen, ramp_on, ramp_from, ramp_to, steps, seed, save_landmarks,
-                 edit_guidance, edit_region, keep, *alphas, progress=gr.Progress(track_tqdm=True)):  # fmt: skip
+                 edit_guidance, edit_region, edit_reference, keep, *alphas,
+                 progress=gr.Progress(track_tqdm=True)):  # fmt: skip
         """Generate click -> (video, landmark video). Bad input: `gr.Error` with the `InputError`'s message."""
         try:
             request = parse_request(portrait, speech, chosen, dict(zip(self.attribute_names, alphas, strict=True)),
                                     ramp_on, ramp_from, ramp_to, steps, seed, save_landmarks, edit_guidance,
-                                    edit_region, keep)  # fmt: skip
+                                    edit_region, edit_reference, keep)  # fmt: skip
             output = self.output_dir / f"{Path(request.portrait).stem}_{uuid.uuid4().hex[:8]}.mp4"
             video, landmarks = run_pipeline(self.pipeline, request, output, self.precision, progress)
         except Exception as err:
@@ -212,6 +216,9 @@ class DemoApp:
                         edit_region = gr.Checkbox(bool(self.pipeline.edit_region),
                                                   label="Confine each edit to its attribute's face region",
                                                   elem_id="edit-region")  # fmt: skip
+                        edit_reference = gr.Checkbox(bool(self.pipeline.edit_reference),
+                                                     label="Animate the edited portrait (edits without a ramp)",
+                                                     elem_id="edit-reference")  # fmt: skip
                         keep = (gr.Dropdown(names, value=[], multiselect=True, label="Keep",
                                             info="attributes the edits must not move", elem_id="keep")
                                 if names else gr.State([]))  # fmt: skip
@@ -229,7 +236,7 @@ class DemoApp:
                               chosen, sliders, queue=False, api_visibility="private")  # fmt: skip
             button.click(self.generate,
                          [portrait, speech, chosen, ramp_on, ramp_from, ramp_to, steps, seed, save_landmarks,
-                          edit_guidance, edit_region, keep, *sliders],
+                          edit_guidance, edit_region, edit_reference, keep, *sliders],
                          [video, landmark_video], api_name="generate", concurrency_limit=self.concurrency,
                          concurrency_id="model")  # fmt: skip
         demo.queue(default_concurrency_limit=self.concurrency, max_size=max_queue)
@@ -259,6 +266,7 @@ def run_pipeline(pipeline: Any, request: DemoRequest, output: Path, precision: s
                       alpha=[request.edits[name] for name in names] or None, ramp=request.ramp, output=output,
                       steps=request.steps, seed=request.seed, precision=precision, landmarks_output=landmarks,
                       progress=True, edit_guidance=request.edit_guidance, edit_region=request.edit_region,
+                      edit_reference=request.edit_reference and request.ramp is None,  # a ramp starts unedited
                       keep=list(request.keep) or None)  # fmt: skip
     return Path(result.path), (Path(result.landmarks_path) if result.landmarks_path is not None else None)
 

@@ -152,7 +152,7 @@ def test_client_matches_cli(demo_url, demo_pipeline, tiny_model, tmp_path, monke
     alphas = [0.8 if name == "Eyeglasses" else 0.0 for name in TINY_ATTRIBUTES]
     inputs = (handle_file(str(DEMO_PORTRAIT)), handle_file(str(speech)), ["Eyeglasses"], False, 0, 2, 2, 3)
     calls_before = demo_pipeline.calls
-    advanced = (0.0, False, [])  # edit guidance, edit region, kept attributes: the tiny model's own defaults
+    advanced = (0.0, False, False, [])  # guidance, region, edited reference, kept: the tiny model's own defaults
     with_landmarks = client.submit(*inputs, True, *advanced, *alphas, api_name="/generate")
     video, landmarks = client.submit(*inputs, False, *advanced, *alphas,
                                      api_name="/generate").result(timeout=TIMEOUT_MS / 1000)  # fmt: skip
@@ -189,7 +189,7 @@ def test_handler_turns_bad_input_into_one_line(demo_pipeline, tmp_path):
     text = tmp_path / "upload" / "notes.png"
     text.parent.mkdir()
     text.write_text("not a picture")
-    plain = (0.0, False, [])  # edit guidance, edit region, kept attributes
+    plain = (0.0, False, False, [])  # edit guidance, edit region, edited reference, kept attributes
     cases = [
         ((None, speech, [], False, 0, 2, 2, 0, False, *plain), "upload a portrait first"),
         ((portrait, None, [], False, 0, 2, 2, 0, False, *plain), "upload or record a speech file first"),
@@ -197,9 +197,10 @@ def test_handler_turns_bad_input_into_one_line(demo_pipeline, tmp_path):
         ((portrait, speech, [], False, 0, 2, 2, None, False, *plain), "seed is empty"),
         ((portrait, speech, ["Eyeglasses"], True, 2, 1, 2, 0, False, *plain), "ramp must be [start, end]"),
         ((str(text), speech, [], False, 0, 2, 2, 0, False, *plain), "notes.png"),
-        ((portrait, speech, ["Eyeglasses"], False, 0, 2, 2, 0, False, None, False, []), "edit guidance is empty"),
-        ((portrait, speech, ["Eyeglasses"], False, 0, 2, 2, 0, False, -1.0, False, []), "edit_guidance must be"),
-        ((portrait, speech, ["Smiling"], False, 0, 2, 2, 0, False, 0.0, False, ["Smiling"]),
+        ((portrait, speech, ["Eyeglasses"], False, 0, 2, 2, 0, False, None, False, False, []),
+         "edit guidance is empty"),
+        ((portrait, speech, ["Eyeglasses"], False, 0, 2, 2, 0, False, -1.0, False, False, []), "edit_guidance must be"),
+        ((portrait, speech, ["Smiling"], False, 0, 2, 2, 0, False, 0.0, False, False, ["Smiling"]),
          "Smiling cannot be both edited and kept"),
     ]
     for args, expected in cases:
@@ -211,20 +212,24 @@ def test_handler_turns_bad_input_into_one_line(demo_pipeline, tmp_path):
 
 
 def test_the_advanced_edit_options_reach_the_pipeline(tmp_path):
-    """The page's edit guidance, region and kept attributes are passed on as the CLI's keys are."""
+    """The page's edit guidance, region, edited reference and kept attributes are passed on as the CLI's keys are."""
     class Recording:
         def __call__(self, portrait, speech, **kwargs):
             self.kwargs = kwargs
             return type("Result", (), {"path": kwargs["output"], "landmarks_path": None})()
 
     request = parse_request("p.png", "s.wav", ["Blond_Hair"], {"Blond_Hair": 0.4, "Male": 0.5}, False, 0, 2, None, 0,
-                            False, 1.5, True, ["Male", "Young"])  # fmt: skip
+                            False, 1.5, True, True, ["Male", "Young"])  # fmt: skip
     pipeline = Recording()
     run_pipeline(pipeline, request, tmp_path / "out.mp4")
     assert pipeline.kwargs["edit"] == ["Blond_Hair"] and pipeline.kwargs["alpha"] == [0.4]
     assert pipeline.kwargs["edit_guidance"] == 1.5 and pipeline.kwargs["edit_region"] is True
-    assert pipeline.kwargs["keep"] == ["Male", "Young"]
-    plain = parse_request("p.png", "s.wav", [], {}, False, 0, 2, None, 0, False, 0, False, [])
+    assert pipeline.kwargs["edit_reference"] is True and pipeline.kwargs["keep"] == ["Male", "Young"]
+    ramped = parse_request("p.png", "s.wav", ["Blond_Hair"], {"Blond_Hair": 0.4}, True, 0, 2, None, 0, False, 1.5, True,
+                           True, [])  # fmt: skip
+    run_pipeline(pipeline, ramped, tmp_path / "out.mp4")  # a ramp starts unedited: its video is not anchored
+    assert pipeline.kwargs["ramp"] == (0.0, 2.0) and pipeline.kwargs["edit_reference"] is False
+    plain = parse_request("p.png", "s.wav", [], {}, False, 0, 2, None, 0, False, 0, False, False, [])
     run_pipeline(pipeline, plain, tmp_path / "out.mp4")
     assert pipeline.kwargs["edit"] is None and pipeline.kwargs["keep"] is None
 
