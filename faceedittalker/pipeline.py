@@ -220,8 +220,8 @@ class FaceEditTalkerPipeline(PretrainedFolder):
         self.edit_guidance_interval = check_edit_guidance_interval(edit_guidance_interval)
         # Confine edits of attributes with a landmark region (landmarks/regions.py) to it; False: the paper's.
         self.edit_region = check_edit_region(edit_region)
-        # Animate the edited reference: Z_T by inverting the edited still under the edited code (beyond the paper;
-        # False: the paper's Z_T of the unedited reference).
+        # Animate the edited reference: Z_T by inverting the edited still under the same edit (`edited_reference`;
+        # beyond the paper; False: the paper's Z_T of the unedited reference).
         self.edit_reference = check_flag("edit_reference", edit_reference)
         if landmark_predictor.config.audio_dim != audio_encoder.dim:
             raise InputError(f"the landmark predictor takes {landmark_predictor.config.audio_dim}-dim audio features, "
