@@ -84,15 +84,20 @@ def measure(run: dict, settings: dict) -> dict:
         evaluated["frames"] += sample.shape[0] * (sample.shape[1] if sample.dim() == 5 else 1)
 
     model.unet.register_forward_pre_hook(count)
-    encode_reference = model.encode_reference
+    evaluated["inversion"] = 0
 
-    def counted_reference(*args, **kwargs):  # the inversion's evaluations, counted apart
-        before = evaluated["frames"]
-        result = encode_reference(*args, **kwargs)
-        evaluated["inversion"] = evaluated["frames"] - before
-        return result
+    def counted_apart(fn: Callable) -> Callable:
+        """The reference's evaluations, counted apart from the frames': its inversion and, when the edited
+        reference is animated (`edit_reference`), the edited still and its second inversion."""
+        def counted(*args, **kwargs):
+            before = evaluated["frames"]
+            result = fn(*args, **kwargs)
+            evaluated["inversion"] += evaluated["frames"] - before
+            return result
+        return counted
 
-    model.encode_reference = counted_reference
+    model.encode_reference = counted_apart(model.encode_reference)
+    pipe.edited_reference = counted_apart(pipe.edited_reference)
     waveform = repeated_speech(Path(settings["audio"]), run["seconds"])
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -104,12 +109,13 @@ def measure(run: dict, settings: dict) -> dict:
         keep = bool(run.get("frames"))
         result = pipe(settings["ref"], waveform, edit="Eyeglasses", alpha=0.8, steps=run.get("steps"),
                       precision=run["precision"], output=None if keep else Path(scratch) / "video.mp4",
-                      paste_back=not keep, progress=False)  # fmt: skip
+                      paste_back=not keep, progress=False, edit_reference=run.get("edit_reference"))  # fmt: skip
     frames = result.num_frames
     report = {
         **{k: run.get(k) for k in ("name", "seconds", "precision", "frames")},
         "num_frames": frames, "face_size": pipe.resolution, "device": str(device), "threads": torch.get_num_threads(),
         "steps": run.get("steps") or model.sample_steps, "invert_steps": model.invert_steps,
+        "edit_reference": pipe.edit_reference if run.get("edit_reference") is None else run["edit_reference"],
         "seconds_per_frame": {phase: result.timings[phase] / frames for phase in PHASES},
         "total_seconds": sum(result.timings.values()),
         "evaluations_per_frame": (evaluated["frames"] - evaluated["inversion"]) / frames,  # measured

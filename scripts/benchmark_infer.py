@@ -40,7 +40,7 @@ def table(reports: list[dict]) -> str:
             total += f" ({measured - per['denoising'] + default:.1f} at {r['default_evaluations_per_frame']:.1f} ev.)"
         peak = f"{r['peak_memory_mb']:.0f}" + (f" (+{r['peak_over_loaded_mb']:.0f})" if "peak_over_loaded_mb" in r
                                               else "")  # fmt: skip
-        name = f"{r['name']} ({r.get('face_size', '?')} px)"
+        name = f"{r['name']} ({r.get('face_size', '?')} px)" + (", edited reference" if r.get("edit_reference") else "")
         lines.append(f"| {name} | {r['seconds']} s ({r['num_frames']} frames) | {r['precision']} | {r['steps']} "
                      f"| {r['evaluations_per_frame']:.2f} | " + " | ".join(cells) + f" | {total} | {peak} |")
     return "\n".join(lines)
@@ -51,7 +51,8 @@ def summarise(reports: list[dict]) -> dict:
     ratios, agreement = [], []
     for a in reports:
         for b in reports:
-            same = all(a[k] == b[k] for k in ("name", "precision", "steps", "invert_steps", "frames"))
+            same = all(a.get(k) == b.get(k) for k in ("name", "precision", "steps", "invert_steps", "frames",
+                                                      "edit_reference"))  # fmt: skip
             if same and b["seconds"] > a["seconds"] and not a["frames"]:
                 ratios.append({"name": a["name"], "precision": a["precision"], "steps": a["steps"],
                                "seconds": [a["seconds"], b["seconds"]],

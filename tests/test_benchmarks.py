@@ -27,21 +27,26 @@ def test_benchmark_infer_counts_evaluations_and_compares_precisions(monkeypatch,
     runs = (f"runs=[{{model: {tiny_model}, seconds: 0.72, precision: fp32, frames: true}},"
             f"{{model: {tiny_model}, seconds: 0.72, precision: bf16, frames: true}},"
             f"{{model: {tiny_model}, seconds: 0.4, precision: fp32}},"
-            f"{{model: {tiny_model}, seconds: 1.2, precision: fp32}}]")
+            f"{{model: {tiny_model}, seconds: 1.2, precision: fp32}},"
+            f"{{model: {tiny_model}, seconds: 0.4, precision: fp32, edit_reference: true}}]")
     assert run_script_main(monkeypatch, "benchmark_infer.py", runs, f"output={output}", "threads=1") == 0
     report = json.loads(output.read_text())
-    short, _, mid, long = report["runs"]
+    short, _, mid, long, anchored = report["runs"]
     assert (short["num_frames"], mid["num_frames"], long["num_frames"]) == (18, 10, 30)
     model = FaceEditTalkerPipeline.from_pretrained(tiny_model).video_model  # windows of 8, overlap 2, 2 steps
     for run in report["runs"]:
         # Counted by a hook on the denoiser, equal to the model's own figure; the inversion counted apart.
         assert run["evaluations_per_frame"] == pytest.approx(model.evaluations_per_frame(run["num_frames"]))
-        assert run["inversion_evaluations"] == model.invert_steps * model.num_frames
+        # With the edited reference animated, the reference also pays for the edited still and its inversion
+        # (the tiny model's edits are unguided and global: one pass each).
+        anchor = (model.sample_steps + model.invert_steps) * model.num_frames if run["edit_reference"] else 0
+        assert run["inversion_evaluations"] == model.invert_steps * model.num_frames + anchor
         assert set(run["seconds_per_frame"]) == set(PHASES) and run["seconds_per_frame"]["denoising"] > 0
         assert run["peak_memory_mb"] > 100 and run["peak_over_loaded_mb"] >= 0
     # Kept frames are appended to a list (no encoder); a written video pays for H.264 + AAC.
     assert short["seconds_per_frame"]["writing"] < 1e-3 < long["seconds_per_frame"]["writing"]
-    (ratio,) = [r for r in report["memory_vs_length"] if r["seconds"] == [0.4, 1.2]]
+    assert [r["edit_reference"] for r in report["runs"]] == [False] * 4 + [True]  # the model's default, then asked
+    (ratio,) = [r for r in report["memory_vs_length"] if r["seconds"] == [0.4, 1.2]]  # not against `anchored`
     assert ratio["peak_memory_ratio"] == pytest.approx(long["peak_memory_mb"] / mid["peak_memory_mb"])
     (agreement,) = report["bf16_vs_fp32"]
     assert 15 < agreement["bf16_vs_fp32_psnr_db"] < 200  # close, and not the same run compared with itself
