@@ -386,12 +386,13 @@ class FaceEditTalkerPipeline(PretrainedFolder):
         edits = parse_edits(edit, alpha, ramp, keep=keep)
         self.check_inputs(edits, steps, precision)
         guidance, region, interval = self.edit_settings(edit_guidance, edit_region, edit_guidance_interval)
-        # The model's default anchors edits at full strength only; asking for it with a ramp is an error.
-        anchor = edits is not None and (self.edit_reference and edits.ramp is None if edit_reference is None
-                                        else check_flag("edit_reference", edit_reference))  # fmt: skip
-        if anchor and edits.ramp is not None:
-            raise InputError("edit_reference animates the edited reference at full strength: it does not combine "
-                             "with a ramp")  # fmt: skip
+        if edit_reference is None:  # the model's default anchors edits at full strength only
+            anchor = self.edit_reference and edits is not None and edits.ramp is None
+        else:
+            anchor = check_flag("edit_reference", edit_reference) and edits is not None
+            if anchor and edits.ramp is not None:
+                raise InputError("edit_reference animates the edited reference at full strength: it does not "
+                                 "combine with a ramp")  # fmt: skip
         if seed is not None:
             torch.manual_seed(seed)  # DDIM here is deterministic (eta = 0); the seed covers any randomness left
         model = self.video_model
@@ -411,15 +412,14 @@ class FaceEditTalkerPipeline(PretrainedFolder):
             drawn = render_sequence(landmarks[index[1]], size)  # (W, S, S, 3) uint8
             return torch.from_numpy(drawn).permute(0, 3, 1, 2)[None].float().div(255).to(self.device)
 
-        reference_image = torch.from_numpy(render_sequence(crop.landmarks[None], size)).permute(0, 3, 1, 2)
-        reference_image = reference_image.float().div(255).to(self.device)  # (1, 3, S, S)
+        reference_image = self.landmark_image(crop.landmarks)  # (1, 3, S, S)
         # 3. Prepare the codes: z_sem (edited once per request), Z_T by inversion with the unedited z_sem.
         with timer("reference"), autocast:
             z_sem, z_T = model.encode_reference(x_ref, reference_image)
             codes = self.edited_codes(z_sem, edits, num_frames)
             if anchor:
-                z_T = self.edited_reference(z_T, z_sem, codes, edits, crop.landmarks, steps, guidance, region,
-                                            interval)  # fmt: skip
+                z_T = self.edited_reference(z_T, z_sem, codes, edits, crop.landmarks, reference_image, steps,
+                                            guidance, region, interval)  # fmt: skip
         # 4. Denoise all frames, window by window.
         with timer("denoising"), autocast:
             mask = self.edit_mask(edits, landmarks, z_T.shape[-1], region)  # (1, T, 1, h, w) or None
@@ -516,13 +516,14 @@ class FaceEditTalkerPipeline(PretrainedFolder):
 
     @torch.no_grad()
     def edited_reference(self, z_T: torch.Tensor, z_sem: torch.Tensor, edited_z_sem: torch.Tensor,
-                         edits: EditRequest, landmarks: np.ndarray, steps: int | None, edit_guidance: float,
-                         edit_region: bool, edit_guidance_interval: tuple[float, float]) -> torch.Tensor:
+                         edits: EditRequest, landmarks: np.ndarray, landmark_image: torch.Tensor,
+                         steps: int | None, edit_guidance: float, edit_region: bool,
+                         edit_guidance_interval: tuple[float, float]) -> torch.Tensor:
         """Z_T of the edited reference (beyond the paper): Fig. 3's edited still (`edit_image`: the reference's
         Z_T decoded with the edited code on a still window), inverted again under the same edit. The video then
         starts from noise that already holds the attribute instead of asking the edited z_sem alone to draw it
-        on moving frames. Crop-frame `landmarks` (478, 3); returns (1, 1, C, h, w)."""
-        landmark_image = self.landmark_image(landmarks)
+        on moving frames. Crop-frame `landmarks` (478, 3) and their landmark image (1, 3, S, S); returns
+        (1, 1, C, h, w)."""
         mask = self.edit_mask(edits, landmarks[None], z_T.shape[-1], edit_region)  # (1, 1, 1, h, w) or None
         edit = {"unedited_z_sem": z_sem, "edit_guidance": edit_guidance, "edit_mask": mask,
                 "edit_guidance_interval": edit_guidance_interval}  # fmt: skip

@@ -58,7 +58,8 @@ def summarise(reports: list[dict]) -> dict:
                                "seconds": [a["seconds"], b["seconds"]],
                                "peak_memory_ratio": b["peak_memory_mb"] / a["peak_memory_mb"]})  # fmt: skip
             if (a["frames"] and b["frames"] and a["precision"] == "fp32" and b["precision"] == "bf16"
-                    and all(a[k] == b[k] for k in ("name", "seconds", "steps", "invert_steps"))):  # fmt: skip
+                    and all(a.get(k) == b.get(k) for k in ("name", "seconds", "steps", "invert_steps",
+                                                           "edit_reference"))):  # fmt: skip
                 dB = psnr(torch.from_numpy(b["crops"]).permute(0, 3, 1, 2).float() / 127.5 - 1,
                           torch.from_numpy(a["crops"]).permute(0, 3, 1, 2).float() / 127.5 - 1)  # fmt: skip
                 agreement.append({"name": a["name"], "seconds": a["seconds"], "bf16_vs_fp32_psnr_db": float(dB.mean()),

@@ -214,7 +214,8 @@ def test_edit_reference_animates_the_inverted_edited_still_and_is_saved_with_the
     z_T = starts[0]
     assert len(starts) == 3 and starts[1].shape == z_T.shape == (1, 1, *z_T.shape[2:])
     expected = pipe.edited_reference(z_T, anchored.z_sem, anchored.edited_z_sem, parse_edits("Eyeglasses", 0.8),
-                                     anchored.crop.landmarks, None, 1.0, True, (0.0, 1.0))  # fmt: skip
+                                     anchored.crop.landmarks, pipe.landmark_image(anchored.crop.landmarks), None,
+                                     1.0, True, (0.0, 1.0))  # fmt: skip
     torch.testing.assert_close(starts[2], expected)
     assert (starts[2] - z_T).abs().mean() > 1e-3  # a different start ...
     assert np.abs(anchored.frames.astype(float) - plain.frames).mean() > 0.5  # ... and different frames

@@ -457,8 +457,7 @@ def curve_panel(curves: dict[str, np.ndarray], width: int, height: int) -> np.nd
 POOLED_SETTINGS = ("model", "judge", "edit", "alpha", "edit_guidance", "edit_guidance_interval", "edit_region",
                    "edit_reference", "keep", "steps", "invert_steps", "moving_heads", "upsample",
                    "face_upsampler")  # fmt: skip
-# What a run written before a setting existed used (runs before Dec 8 guided at every step, before Dec 9 animated
-# the unedited reference).
+# What a run written before a setting existed used (guidance at every step; the unedited reference animated).
 SETTING_DEFAULTS = {"edit_guidance_interval": [0.0, 1.0], "edit_reference": False}
 
 
